@@ -21,6 +21,9 @@
 #define ENG_ST_MAX_DIMS 8
 #define ENG_ST_MAX_HEADER (100u << 20)
 
+/* One tensor of an opened model (or of a parsed header). `data` is NOT aligned beyond what the
+ * file gives: safetensors aligns only the data section start (to 8 bytes when HF wrote it), so a
+ * bf16 tensor after an odd-sized one may sit at any even address; copy or use unaligned loads. */
 typedef struct eng_st_tensor {
     const char *name;
     eng_dtype dtype;
@@ -37,7 +40,12 @@ typedef struct eng_st_model eng_st_model;
 
 /* Opens a model folder (or a single .safetensors file). With map_data, every shard is mmapped
  * read-only (MAP_PRIVATE) and tensor->data is set; without it only headers are read and the
- * file sizes are still checked against the offsets (so sparse replicas validate completely). */
+ * file sizes are still checked against the offsets (so sparse replicas validate completely).
+ * Folder resolution: model.safetensors.index.json if present (every shard it names must exist,
+ * every tensor it lists must be in the shard it names, and every tensor of those shards must be
+ * listed), else model.safetensors, else every *.safetensors file (sorted by name); a tensor name
+ * present in two files is an error. On failure *out is NULL and the error detail is set.
+ * The model is immutable after open: lookups are safe from any number of threads. */
 eng_status eng_st_open(const char *path, bool map_data, eng_st_model **out);
 void eng_st_close(eng_st_model *m); /* NULL-safe; unmaps */
 
@@ -49,7 +57,10 @@ const char *eng_st_file_path(const eng_st_model *m, int file_index);
 int eng_st_file_count(const eng_st_model *m);
 /* Sum of all tensor bytes. */
 uint64_t eng_st_total_bytes(const eng_st_model *m);
-/* madvise(WILLNEED) + touch the pages of one tensor, counting bytes into a progress bar if given. */
+/* true if the model was opened with map_data (tensor->data is set). */
+bool eng_st_has_data(const eng_st_model *m);
+/* madvise(WILLNEED) + touch the pages of one tensor (no-op headers-only); callers count t->n_bytes
+ * into their own progress bar. */
 void eng_st_prefetch(const eng_st_model *m, const eng_st_tensor *t);
 
 /* Parses one header (the JSON text, not the 8-byte prefix) against a data section of data_len
@@ -68,10 +79,16 @@ typedef struct eng_st_writer eng_st_writer;
 eng_status eng_st_writer_create(const char *path, eng_st_writer **out);
 eng_status eng_st_writer_add(eng_st_writer *w, const char *name, eng_dtype dtype, int n_dims, const int64_t *shape);
 eng_status eng_st_writer_set_metadata(eng_st_writer *w, const char *key, const char *value);
-/* Writes the header; then eng_st_writer_data for each tensor in add order (or none if sparse). */
+/* Writes the header (padded with spaces to a multiple of 8 bytes; "__metadata__" always has
+ * "format": "pt" unless set otherwise); then eng_st_writer_data for each tensor in add order (or
+ * none if sparse). eng_st_writer_data appends to the concatenated data stream: one call per tensor
+ * or any split into chunks is fine; writing past the declared total is ENG_ERR_INVALID.
+ * Errors leave the writer usable only for eng_st_writer_abort. A duplicate name, a negative shape
+ * or adding after begin_data is ENG_ERR_INVALID. */
 eng_status eng_st_writer_begin_data(eng_st_writer *w, bool sparse);
 eng_status eng_st_writer_data(eng_st_writer *w, const void *data, uint64_t n_bytes);
 eng_status eng_st_writer_finish(eng_st_writer *w); /* closes and frees; checks all data was written */
 void eng_st_writer_abort(eng_st_writer *w);        /* NULL-safe; closes and removes the file */
+/* (eng_st_writer_finish frees the writer in every case; on error it also removes the file.) */
 
 #endif /* QN_SAFETENSORS_H */
