@@ -33,7 +33,7 @@ fi
 if [[ $skip != *" fuzz "* ]]; then
     stage "3. libFuzzer targets"
     CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DQN_FUZZ=ON -DQN_CUDA=OFF \
-        -DQN_SERVICE=OFF -DQN_GATEWAY=OFF -DQN_BUILD_BENCH=OFF -DQN_FUZZ_SECONDS="${QNEXT_FUZZ_SECONDS:-20}" >/dev/null
+        -DQN_GATEWAY=OFF -DQN_BUILD_BENCH=OFF -DQN_FUZZ_SECONDS="${QNEXT_FUZZ_SECONDS:-20}" >/dev/null
     cmake --build build-fuzz -j "$jobs"
     ctest --test-dir build-fuzz -L fuzz --no-tests=error --output-on-failure -j "$jobs"
 fi
