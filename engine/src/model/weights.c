@@ -1,0 +1,490 @@
+/* model/weights.c - loads a Qwen3-Next checkpoint onto a backend in the layout the forward wants.
+ *
+ * Every tensor is found and checked through spec.h (qn_spec_require: presence, shape, dtype, FP8
+ * scale), so what `qnext inspect` accepts is what loads. Repacking (docs/qwen3-next.md §3.4-3.6):
+ *   - GDN: in_proj_qkvz rows are de-interleaved per K-head group into [q | k | v] (the conv
+ *     channel order) then z, and in_proj_ba into b then a; both go into one fused weight
+ *     [q|k|v | z | b | a] (parts may differ in dtype: the FP8 checkpoint keeps in_proj_ba bf16).
+ *     FP8 scale rows follow their weight rows (the backend expands scales per row).
+ *   - attention: q_proj's per-head [query | gate] rows become [all queries | all gates], fused
+ *     with k_proj and v_proj into one weight [q | gate | k | v].
+ *   - MoE: experts become one stacked weight per projection, expert-major: gate_up [E][2I][H]
+ *     (gate rows then up rows) and down [E][H][I]; the router gets shared_expert_gate as an extra
+ *     row so one matmul yields both.
+ *   - zero-centred norm weights are stored as 1 + w (float32); the gated norm weight as is.
+ *   - lm_head is its own tensor unless tie_word_embeddings.
+ * Row selections are lists of source rows, which is also how a tensor-parallel rank's slice would
+ * be described (heads [h0, h0 + n) of its rank, column ranges for row-parallel weights): the
+ * offsets below are those of rank tp_rank; only world 1 is accepted until collectives exist.
+ */
+#include "model/qwen3next.h"
+#include "model/spec.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+typedef struct loader {
+    qn_model *m;
+    eng_progress pg;
+    uint64_t done;
+} loader;
+
+void *qn_model_alloc(qn_model *m, size_t bytes)
+{
+    if (m->n_bufs == m->cap_bufs) {
+        int cap = m->cap_bufs ? 2 * m->cap_bufs : 64;
+        void **b = eng_realloc(m->bufs, (size_t)cap * sizeof *b);
+        if (!b) return NULL;
+        m->bufs = b;
+        m->cap_bufs = cap;
+    }
+    void *p = m->be->alloc(m->be->ctx, bytes);
+    if (p) m->bufs[m->n_bufs++] = p;
+    return p;
+}
+
+/* Finds tensor (kind, layer, expert) through the spec; the error names the file and tensor. */
+static eng_status req(loader *ld, qn_tensor_kind kind, int layer, int expert, const eng_st_tensor **t,
+                      const eng_st_tensor **sc)
+{
+    qn_model *m = ld->m;
+    qn_tensor_id id = {kind, layer, expert, false};
+    eng_status st = qn_spec_require(&m->cfg, m->st, &id, t, sc);
+    if (st != ENG_OK) {
+        char name[QN_TENSOR_NAME_MAX];
+        const eng_st_tensor *f = qn_tensor_name(&id, name, sizeof name) ? eng_st_find(m->st, name) : NULL;
+        return eng_err_wrap(st, "%s", f ? eng_st_file_path(m->st, f->file_index) : m->dir);
+    }
+    eng_st_prefetch(m->st, *t);
+    ld->done += (*t)->n_bytes;
+    if (sc && *sc) ld->done += (*sc)->n_bytes;
+    eng_progress_update(&ld->pg, ld->done);
+    return ENG_OK;
+}
+
+/* ==== float vectors =========================================================================== */
+
+static float elem_f32(const eng_st_tensor *t, int64_t i)
+{
+    const uint8_t *p = (const uint8_t *)t->data;
+    switch (t->dtype) {
+    case ENG_DTYPE_F32: {
+        float f;
+        memcpy(&f, p + 4 * i, 4);
+        return f;
+    }
+    case ENG_DTYPE_BF16: {
+        uint16_t h;
+        memcpy(&h, p + 2 * i, 2);
+        return eng_bf16_to_f32(h);
+    }
+    default: {
+        uint16_t h;
+        memcpy(&h, p + 2 * i, 2);
+        return eng_f16_to_f32(h);
+    }
+    }
+}
+
+/* d_out = backend copy of (add + t[src[i]]) for i < n (src NULL: identity). */
+static eng_status load_vec(loader *ld, const eng_st_tensor *t, int64_t n, const int32_t *src, float add, float **d_out)
+{
+    qn_model *m = ld->m;
+    eng_status st = ENG_OK;
+    float *h = eng_malloc((size_t)n * sizeof *h);
+    float *d = NULL;
+    if (!h) return eng_err_set(ENG_ERR_NOMEM, "tensor '%s': out of memory", t->name);
+    for (int64_t i = 0; i < n; i++) h[i] = add + elem_f32(t, src ? src[i] : i);
+    d = qn_model_alloc(m, (size_t)n * sizeof *h);
+    if (!d) {
+        st = eng_err_set(ENG_ERR_NOMEM, "tensor '%s': out of backend memory", t->name);
+        goto out;
+    }
+    m->be->copy_h2d(m->be->ctx, d, h, (size_t)n * sizeof *h);
+    *d_out = d;
+out:
+    eng_free(h);
+    return st;
+}
+
+static eng_status vec(loader *ld, qn_tensor_kind kind, int layer, float add, float **d_out)
+{
+    const eng_st_tensor *t;
+    eng_status st = req(ld, kind, layer, -1, &t, NULL);
+    if (st != ENG_OK) return st;
+    return load_vec(ld, t, (int64_t)t->numel, NULL, add, d_out);
+}
+
+/* ==== matrices ================================================================================ */
+
+static qn_weight_part part_of(const qn_model *m, const eng_st_tensor *t, const eng_st_tensor *sc, int64_t n_rows,
+                              const int32_t *row_idx, int64_t row0, int64_t col0)
+{
+    qn_weight_part p = {0};
+    p.name = t->name;
+    p.dtype = t->dtype;
+    p.data = t->data;
+    p.src_rows = t->shape[0];
+    p.src_cols = t->n_dims > 1 ? t->shape[1] : 1;
+    p.scale = sc ? sc->data : NULL;
+    p.block_n = m->cfg.quant.block_n > 0 ? m->cfg.quant.block_n : 128;
+    p.block_k = m->cfg.quant.block_k > 0 ? m->cfg.quant.block_k : 128;
+    p.n_rows = n_rows;
+    p.row_idx = row_idx;
+    p.row0 = row0;
+    p.col0 = col0;
+    return p;
+}
+
+static eng_status make_weight(loader *ld, const char *name, int64_t cols, int n_mats, int n_parts,
+                              const qn_weight_part *parts, qn_weight **out)
+{
+    qn_weight_desc d = {name, cols, n_mats, n_parts, parts};
+    eng_status st = ld->m->be->weight_create(ld->m->be->ctx, &d, out);
+    if (st != ENG_OK) return eng_err_wrap(st, "%s", ld->m->dir);
+    return ENG_OK;
+}
+
+/* A whole 2-D tensor as a one-part weight (rows [row0, row0+n), columns [col0, col0+cols)). */
+static eng_status simple_weight(loader *ld, qn_tensor_kind kind, int layer, int64_t row0, int64_t n_rows, int64_t col0,
+                                int64_t cols, qn_weight **out)
+{
+    const eng_st_tensor *t, *sc;
+    eng_status st = req(ld, kind, layer, -1, &t, &sc);
+    if (st != ENG_OK) return st;
+    qn_weight_part p = part_of(ld->m, t, sc, n_rows, NULL, row0, col0);
+    return make_weight(ld, t->name, cols, 1, 1, &p, out);
+}
+
+/* ==== layers ================================================================================== */
+
+static eng_status load_gdn(loader *ld, int l, qn_layer_w *L)
+{
+    qn_model *m = ld->m;
+    const qn_dims *d = &m->d;
+    const qn_config *c = &m->cfg;
+    const int Hk = c->lin_n_k_heads, Hv = c->lin_n_v_heads, R = Hv / Hk, dk = d->dk, dv = d->dv;
+    const int kh0 = d->tp_rank * d->hk, vh0 = d->tp_rank * d->hv;
+    const int64_t G = 2 * dk + 2 * R * dv; /* rows of one K-head group in in_proj_qkvz */
+    eng_status st = ENG_OK;
+    int32_t *rows = eng_malloc((size_t)(d->conv_dim + d->vd) * sizeof *rows);
+    int32_t *ch = eng_malloc((size_t)d->conv_dim * sizeof *ch);
+    int32_t *ba = eng_malloc((size_t)(2 * d->hv) * sizeof *ba);
+    float *conv_t = NULL;
+    if (!rows || !ch || !ba) {
+        st = eng_err_set(ENG_ERR_NOMEM, "layer %d: out of memory", l);
+        goto out;
+    }
+    int n = 0, nc = 0;
+    for (int i = 0; i < d->hk; i++) /* q */
+        for (int e = 0; e < dk; e++) {
+            rows[n++] = (int32_t)((kh0 + i) * G + e);
+            ch[nc++] = (kh0 + i) * dk + e;
+        }
+    for (int i = 0; i < d->hk; i++) /* k */
+        for (int e = 0; e < dk; e++) {
+            rows[n++] = (int32_t)((kh0 + i) * G + dk + e);
+            ch[nc++] = Hk * dk + (kh0 + i) * dk + e;
+        }
+    for (int h = 0; h < d->hv; h++) /* v */
+        for (int e = 0; e < dv; e++) {
+            int hh = vh0 + h;
+            rows[n++] = (int32_t)((hh / R) * G + 2 * dk + (hh % R) * dv + e);
+            ch[nc++] = 2 * Hk * dk + hh * dv + e;
+        }
+    for (int h = 0; h < d->hv; h++) /* z */
+        for (int e = 0; e < dv; e++) {
+            int hh = vh0 + h;
+            rows[n++] = (int32_t)((hh / R) * G + 2 * dk + R * dv + (hh % R) * dv + e);
+        }
+    for (int h = 0; h < d->hv; h++) {
+        int hh = vh0 + h;
+        ba[h] = (hh / R) * 2 * R + hh % R;              /* b */
+        ba[d->hv + h] = (hh / R) * 2 * R + R + hh % R;  /* a */
+    }
+    const eng_st_tensor *tq, *sq, *tba, *sba, *t;
+    if ((st = req(ld, QN_T_LIN_QKVZ, l, -1, &tq, &sq)) != ENG_OK) goto out;
+    if ((st = req(ld, QN_T_LIN_BA, l, -1, &tba, &sba)) != ENG_OK) goto out;
+    qn_weight_part parts[2] = {part_of(m, tq, sq, n, rows, 0, 0), part_of(m, tba, sba, 2 * d->hv, ba, 0, 0)};
+    char name[96];
+    snprintf(name, sizeof name, "layer %d linear_attn.in_proj", l);
+    if ((st = make_weight(ld, name, d->H, 1, 2, parts, &L->lin_in)) != ENG_OK) goto out;
+    /* conv1d [conv_dim][1][K] -> [K][conv_dim local] */
+    if ((st = req(ld, QN_T_LIN_CONV, l, -1, &t, NULL)) != ENG_OK) goto out;
+    {
+        const int K = d->conv_k, C = d->conv_dim;
+        conv_t = eng_malloc((size_t)K * C * sizeof *conv_t);
+        if (!conv_t) {
+            st = eng_err_set(ENG_ERR_NOMEM, "layer %d: out of memory", l);
+            goto out;
+        }
+        for (int j = 0; j < K; j++)
+            for (int cc = 0; cc < C; cc++) conv_t[(size_t)j * C + cc] = elem_f32(t, (int64_t)ch[cc] * K + j);
+        L->d_conv_w = qn_model_alloc(m, (size_t)K * C * sizeof *conv_t);
+        if (!L->d_conv_w) {
+            st = eng_err_set(ENG_ERR_NOMEM, "layer %d: out of backend memory", l);
+            goto out;
+        }
+        m->be->copy_h2d(m->be->ctx, L->d_conv_w, conv_t, (size_t)K * C * sizeof *conv_t);
+    }
+    {
+        int32_t vh[1024];
+        for (int h = 0; h < d->hv && h < 1024; h++) vh[h] = vh0 + h;
+        if ((st = req(ld, QN_T_LIN_A_LOG, l, -1, &t, NULL)) != ENG_OK) goto out;
+        if ((st = load_vec(ld, t, d->hv, vh, 0.0f, &L->d_A_log)) != ENG_OK) goto out;
+        if ((st = req(ld, QN_T_LIN_DT_BIAS, l, -1, &t, NULL)) != ENG_OK) goto out;
+        if ((st = load_vec(ld, t, d->hv, vh, 0.0f, &L->d_dt_bias)) != ENG_OK) goto out;
+    }
+    if ((st = vec(ld, QN_T_LIN_NORM, l, 0.0f, &L->d_gnorm)) != ENG_OK) goto out;
+    /* out_proj [H][Hv*dv] is row-parallel: this rank's value heads are its columns */
+    st = simple_weight(ld, QN_T_LIN_OUT, l, 0, d->H, (int64_t)vh0 * dv, d->vd, &L->lin_out);
+out:
+    eng_free(rows);
+    eng_free(ch);
+    eng_free(ba);
+    eng_free(conv_t);
+    return st;
+}
+
+static eng_status load_attn(loader *ld, int l, qn_layer_w *L)
+{
+    qn_model *m = ld->m;
+    const qn_dims *d = &m->d;
+    const int dh = d->dh, qh0 = d->tp_rank * d->nq;
+    const int kvh0 = m->cfg.n_kv_heads % d->tp_world == 0 ? d->tp_rank * d->nkv
+                                                            : d->tp_rank / (d->tp_world / m->cfg.n_kv_heads);
+    eng_status st = ENG_OK;
+    int32_t *qrows = eng_malloc((size_t)2 * d->nq * dh * sizeof *qrows);
+    if (!qrows) return eng_err_set(ENG_ERR_NOMEM, "layer %d: out of memory", l);
+    int n = 0;
+    for (int half = 0; half < 2; half++) /* queries, then gates */
+        for (int h = 0; h < d->nq; h++)
+            for (int e = 0; e < dh; e++) qrows[n++] = (qh0 + h) * 2 * dh + half * dh + e;
+    const eng_st_tensor *tq, *sq, *tk, *sk, *tv, *sv;
+    if ((st = req(ld, QN_T_ATTN_Q, l, -1, &tq, &sq)) != ENG_OK) goto out;
+    if ((st = req(ld, QN_T_ATTN_K, l, -1, &tk, &sk)) != ENG_OK) goto out;
+    if ((st = req(ld, QN_T_ATTN_V, l, -1, &tv, &sv)) != ENG_OK) goto out;
+    qn_weight_part parts[3] = {part_of(m, tq, sq, n, qrows, 0, 0),
+                               part_of(m, tk, sk, (int64_t)d->nkv * dh, NULL, (int64_t)kvh0 * dh, 0),
+                               part_of(m, tv, sv, (int64_t)d->nkv * dh, NULL, (int64_t)kvh0 * dh, 0)};
+    char name[96];
+    snprintf(name, sizeof name, "layer %d self_attn.qkv", l);
+    if ((st = make_weight(ld, name, d->H, 1, 3, parts, &L->attn_qkv)) != ENG_OK) goto out;
+    if ((st = vec(ld, QN_T_ATTN_Q_NORM, l, 1.0f, &L->d_q_norm)) != ENG_OK) goto out;
+    if ((st = vec(ld, QN_T_ATTN_K_NORM, l, 1.0f, &L->d_k_norm)) != ENG_OK) goto out;
+    st = simple_weight(ld, QN_T_ATTN_O, l, 0, d->H, (int64_t)qh0 * dh, (int64_t)d->nq * dh, &L->attn_o);
+out:
+    eng_free(qrows);
+    return st;
+}
+
+static eng_status load_moe(loader *ld, int l, qn_layer_w *L)
+{
+    qn_model *m = ld->m;
+    const qn_dims *d = &m->d;
+    const int E = d->E, I = d->I, i0 = d->tp_rank * I;
+    eng_status st = ENG_OK;
+    qn_weight_part *parts = eng_calloc((size_t)E * 2, sizeof *parts);
+    if (!parts) return eng_err_set(ENG_ERR_NOMEM, "layer %d: out of memory", l);
+    char name[96];
+    const eng_st_tensor *t, *sc, *t2, *sc2;
+    /* router (+ shared expert gate as the last row) */
+    if ((st = req(ld, QN_T_MOE_ROUTER, l, -1, &t, &sc)) != ENG_OK) goto out;
+    parts[0] = part_of(m, t, sc, E, NULL, 0, 0);
+    L->has_shared = d->Is > 0;
+    if (L->has_shared) {
+        if ((st = req(ld, QN_T_SHARED_EXPERT_GATE, l, -1, &t2, &sc2)) != ENG_OK) goto out;
+        parts[1] = part_of(m, t2, sc2, 1, NULL, 0, 0);
+    }
+    snprintf(name, sizeof name, "layer %d mlp.router", l);
+    if ((st = make_weight(ld, name, d->H, 1, L->has_shared ? 2 : 1, parts, &L->router)) != ENG_OK) goto out;
+    /* experts: gate_up [E][2I][H], down [E][H][I] */
+    for (int e = 0; e < E; e++) {
+        if ((st = req(ld, QN_T_EXPERT_GATE, l, e, &t, &sc)) != ENG_OK) goto out;
+        if ((st = req(ld, QN_T_EXPERT_UP, l, e, &t2, &sc2)) != ENG_OK) goto out;
+        parts[2 * e] = part_of(m, t, sc, I, NULL, i0, 0);
+        parts[2 * e + 1] = part_of(m, t2, sc2, I, NULL, i0, 0);
+    }
+    snprintf(name, sizeof name, "layer %d mlp.experts.gate_up", l);
+    if ((st = make_weight(ld, name, d->H, E, 2, parts, &L->exp_gu)) != ENG_OK) goto out;
+    for (int e = 0; e < E; e++) {
+        if ((st = req(ld, QN_T_EXPERT_DOWN, l, e, &t, &sc)) != ENG_OK) goto out;
+        parts[e] = part_of(m, t, sc, d->H, NULL, 0, i0);
+    }
+    snprintf(name, sizeof name, "layer %d mlp.experts.down", l);
+    if ((st = make_weight(ld, name, I, E, 1, parts, &L->exp_down)) != ENG_OK) goto out;
+    if (L->has_shared) {
+        const int s0 = d->tp_rank * d->Is;
+        if ((st = req(ld, QN_T_SHARED_GATE, l, -1, &t, &sc)) != ENG_OK) goto out;
+        if ((st = req(ld, QN_T_SHARED_UP, l, -1, &t2, &sc2)) != ENG_OK) goto out;
+        parts[0] = part_of(m, t, sc, d->Is, NULL, s0, 0);
+        parts[1] = part_of(m, t2, sc2, d->Is, NULL, s0, 0);
+        snprintf(name, sizeof name, "layer %d mlp.shared_expert.gate_up", l);
+        if ((st = make_weight(ld, name, d->H, 1, 2, parts, &L->sh_gu)) != ENG_OK) goto out;
+        st = simple_weight(ld, QN_T_SHARED_DOWN, l, 0, d->H, s0, d->Is, &L->sh_down);
+    }
+out:
+    eng_free(parts);
+    return st;
+}
+
+static eng_status load_dense(loader *ld, int l, qn_layer_w *L)
+{
+    qn_model *m = ld->m;
+    const qn_dims *d = &m->d;
+    const int i0 = d->tp_rank * d->Id;
+    const eng_st_tensor *t, *sc, *t2, *sc2;
+    eng_status st;
+    if ((st = req(ld, QN_T_MLP_GATE, l, -1, &t, &sc)) != ENG_OK) return st;
+    if ((st = req(ld, QN_T_MLP_UP, l, -1, &t2, &sc2)) != ENG_OK) return st;
+    qn_weight_part parts[2] = {part_of(m, t, sc, d->Id, NULL, i0, 0), part_of(m, t2, sc2, d->Id, NULL, i0, 0)};
+    char name[96];
+    snprintf(name, sizeof name, "layer %d mlp.gate_up", l);
+    if ((st = make_weight(ld, name, d->H, 1, 2, parts, &L->mlp_gu)) != ENG_OK) return st;
+    return simple_weight(ld, QN_T_MLP_DOWN, l, 0, d->H, i0, d->Id, &L->mlp_down);
+}
+
+/* ==== dims ==================================================================================== */
+
+static eng_status dims_init(qn_model *m, int rank, int world)
+{
+    const qn_config *c = &m->cfg;
+    qn_dims *d = &m->d;
+    memset(d, 0, sizeof *d);
+    eng_status st = qn_spec_check_tp(c, world);
+    if (st != ENG_OK) return eng_err_wrap(st, "%s/config.json", m->dir);
+    if (world != 1)
+        return eng_err_set(ENG_ERR_UNSUPPORTED, "tensor parallelism (world %d) is not implemented yet", world);
+    if (rank < 0 || rank >= world) return eng_err_set(ENG_ERR_INVALID, "tensor-parallel rank %d of %d", rank, world);
+    if (c->attention_bias)
+        return eng_err_set(ENG_ERR_UNSUPPORTED, "%s/config.json: attention_bias is not supported", m->dir);
+    if (c->rope_scaling.enabled)
+        return eng_err_set(ENG_ERR_UNSUPPORTED, "%s/config.json: rope_scaling (YaRN) is not supported yet; remove it "
+                           "for contexts up to max_position_embeddings", m->dir);
+    d->tp_rank = rank;
+    d->tp_world = world;
+    d->H = c->hidden_size;
+    d->V = c->vocab_size;
+    d->n_layers = c->n_layers;
+    d->eps = (float)c->rms_norm_eps;
+    d->nq = c->n_heads / world;
+    d->nkv = c->n_kv_heads % world == 0 ? c->n_kv_heads / world : 1;
+    d->dh = c->head_dim;
+    d->rot = c->rotary_dim;
+    d->hk = c->lin_n_k_heads / world;
+    d->hv = c->lin_n_v_heads / world;
+    d->dk = c->lin_k_head_dim;
+    d->dv = c->lin_v_head_dim;
+    d->conv_k = c->lin_conv_kernel;
+    d->conv_dim = 2 * d->hk * d->dk + d->hv * d->dv;
+    d->vd = d->hv * d->dv;
+    d->E = c->n_experts;
+    d->topk = c->n_experts_per_tok;
+    d->I = c->moe_intermediate / world;
+    d->Is = c->shared_intermediate / world;
+    d->Id = c->intermediate_size / world;
+    d->n_full = c->n_full_layers;
+    d->n_lin = c->n_linear_layers;
+    d->q_rows = 2 * d->nq * d->dh + 2 * d->nkv * d->dh;
+    d->lin_rows = d->conv_dim + d->vd + 2 * d->hv;
+    if (d->n_lin > 0 && (d->hk <= 0 || d->hv % d->hk != 0 || d->hv > 1024 || d->conv_k < 1 || d->conv_k > 16))
+        return eng_err_set(ENG_ERR_UNSUPPORTED, "%s/config.json: linear attention with %d key / %d value heads and "
+                           "%d conv taps is not supported", m->dir, d->hk, d->hv, d->conv_k);
+    if (d->n_full > 0 && (d->rot % 2 != 0 || d->rot > d->dh || d->rot / 2 > 512 || d->nq % d->nkv != 0))
+        return eng_err_set(ENG_ERR_UNSUPPORTED, "%s/config.json: rotary dim %d of head dim %d is not supported", m->dir,
+                           d->rot, d->dh);
+    return ENG_OK;
+}
+
+/* ==== load / free ============================================================================= */
+
+eng_status qn_weights_load(qn_model *m, const qn_model_params *p)
+{
+    eng_status st = dims_init(m, p->tp_rank, p->tp_world > 0 ? p->tp_world : 1);
+    if (st != ENG_OK) return st;
+    const qn_dims *d = &m->d;
+    loader ld = {.m = m};
+    uint64_t total = 0;
+    for (size_t i = 0; i < eng_st_count(m->st); i++) {
+        const eng_st_tensor *t = eng_st_at(m->st, i);
+        if (strncmp(t->name, "mtp.", 4) != 0) total += t->n_bytes;
+    }
+    eng_progress_begin(&ld.pg, "loading weights", total, true);
+    if (!p->progress) ld.pg.enabled = false;
+    m->layers = eng_calloc((size_t)d->n_layers, sizeof *m->layers);
+    if (!m->layers) {
+        st = eng_err_set(ENG_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    const eng_st_tensor *t, *sc;
+    if ((st = req(&ld, QN_T_EMBED, -1, -1, &t, &sc)) != ENG_OK) goto out;
+    {
+        qn_weight_part pe = part_of(m, t, NULL, d->V, NULL, 0, 0);
+        if ((st = make_weight(&ld, t->name, d->H, 1, 1, &pe, &m->embed)) != ENG_OK) goto out;
+    }
+    if (m->cfg.tie_word_embeddings) {
+        m->lm_head = m->embed;
+    } else if ((st = simple_weight(&ld, QN_T_LM_HEAD, -1, 0, d->V, 0, d->H, &m->lm_head)) != ENG_OK) {
+        goto out;
+    }
+    if ((st = vec(&ld, QN_T_FINAL_NORM, -1, 1.0f, &m->d_final_norm)) != ENG_OK) goto out;
+    int n_lin = 0, n_full = 0;
+    for (int l = 0; l < d->n_layers; l++) {
+        qn_layer_w *L = &m->layers[l];
+        L->type = m->cfg.layer_types[l];
+        if ((st = vec(&ld, QN_T_INPUT_NORM, l, 1.0f, &L->d_attn_norm)) != ENG_OK) goto out;
+        if ((st = vec(&ld, QN_T_POST_NORM, l, 1.0f, &L->d_mlp_norm)) != ENG_OK) goto out;
+        if (L->type == QN_LAYER_LINEAR) {
+            L->kind_index = n_lin++;
+            st = load_gdn(&ld, l, L);
+        } else {
+            L->kind_index = n_full++;
+            st = load_attn(&ld, l, L);
+        }
+        if (st != ENG_OK) goto out;
+        L->moe = qn_config_layer_is_moe(&m->cfg, l);
+        if ((st = L->moe ? load_moe(&ld, l, L) : load_dense(&ld, l, L)) != ENG_OK) goto out;
+    }
+    /* RoPE inverse frequencies, computed as transformers does: 1 / theta^(2i/rot) in float32 */
+    if (d->n_full > 0) {
+        float inv[512];
+        const int half = d->rot / 2;
+        for (int i = 0; i < half; i++) inv[i] = 1.0f / powf((float)m->cfg.rope_theta, (float)(2 * i) / (float)d->rot);
+        m->d_inv_freq = qn_model_alloc(m, (size_t)(half > 0 ? half : 1) * sizeof(float));
+        if (!m->d_inv_freq) {
+            st = eng_err_set(ENG_ERR_NOMEM, "out of backend memory");
+            goto out;
+        }
+        if (half > 0) m->be->copy_h2d(m->be->ctx, m->d_inv_freq, inv, (size_t)half * sizeof(float));
+        m->rope_scale = 1.0f;
+    }
+    ld.done = total;
+    eng_progress_update(&ld.pg, total);
+out:
+    eng_progress_end(&ld.pg);
+    return st;
+}
+
+static void free_weight(qn_model *m, qn_weight *w)
+{
+    if (w) m->be->weight_destroy(m->be->ctx, w);
+}
+
+void qn_weights_free(qn_model *m)
+{
+    if (!m || !m->be) return;
+    if (m->layers) {
+        for (int l = 0; l < m->d.n_layers; l++) {
+            qn_layer_w *L = &m->layers[l];
+            qn_weight *ws[] = {L->lin_in, L->lin_out, L->attn_qkv, L->attn_o, L->router, L->exp_gu,
+                               L->exp_down, L->sh_gu, L->sh_down, L->mlp_gu, L->mlp_down};
+            for (size_t i = 0; i < sizeof ws / sizeof ws[0]; i++) free_weight(m, ws[i]);
+        }
+        eng_free(m->layers);
+        m->layers = NULL;
+    }
+    if (m->lm_head != m->embed) free_weight(m, m->lm_head);
+    free_weight(m, m->embed);
+    m->lm_head = m->embed = NULL;
+}
