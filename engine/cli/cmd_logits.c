@@ -6,6 +6,7 @@
 #include "cli.h"
 
 #include "backend/backend.h" /* defines: eng_backend_cpu_create */
+#include "core/threadpool.h" /* defines: eng_cpu_count */
 #include "model/cache.h"     /* defines: qn_cache_create */
 #include "model/model.h"     /* defines: qn_model_load, qn_model_forward */
 
@@ -18,12 +19,13 @@
 static void usage(FILE *f)
 {
     fprintf(f, "usage: qnext logits --model DIR --ids \"1 2 3 ...\" --out FILE [--threads N] [--simd PATH]\n"
-               "                    [--max-tokens N]\n"
+               "                    [--max-tokens N] [--tp N]\n"
                "Writes the float32 logits of every position, row-major [n_tokens, vocab], to FILE.\n"
                "  --ids         token ids separated by spaces or commas\n"
                "  --threads N   worker threads (default: all CPUs)\n"
                "  --simd PATH   scalar, avx2, avx512 or auto (default auto; also QNEXT_SIMD)\n"
-               "  --max-tokens  tokens per forward call (default 256); longer inputs run in chunks\n");
+               "  --max-tokens  tokens per forward call (default 256); longer inputs run in chunks\n"
+               "  --tp N        tensor parallel over N ranks (CPU: N thread groups sharing --threads)\n");
 }
 
 /* Parses "1 2, 3" into a heap array. Returns false with a message on bad input. */
@@ -80,7 +82,7 @@ static bool parse_int(const char *s, long lo, long hi, long *out)
 int cmd_logits(int argc, char **argv)
 {
     const char *dir = NULL, *ids_s = NULL, *out_path = NULL;
-    long threads = 0, max_tokens = 256;
+    long threads = 0, max_tokens = 256, tp = 1;
     eng_simd simd = ENG_SIMD_AUTO;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -102,6 +104,11 @@ int cmd_logits(int argc, char **argv)
         } else if (!strcmp(a, "--max-tokens") && has) {
             if (!parse_int(argv[++i], 1, 65536, &max_tokens)) {
                 fprintf(stderr, "qnext logits: --max-tokens needs an integer in [1, 65536], got '%s'\n", argv[i]);
+                return 2;
+            }
+        } else if (!strcmp(a, "--tp") && has) {
+            if (!parse_int(argv[++i], 1, 1024, &tp)) {
+                fprintf(stderr, "qnext logits: --tp needs an integer in [1, 1024], got '%s'\n", argv[i]);
                 return 2;
             }
         } else if (!strcmp(a, "--simd") && has) {
@@ -136,10 +143,13 @@ int cmd_logits(int argc, char **argv)
     float *logits = NULL;
     int32_t *blocks = NULL, *rows = NULL;
     FILE *f = NULL;
-    eng_cpu_options bo = {(int)threads, simd};
+    /* with --tp, every rank gets an equal share of the threads (at least one) */
+    long per_rank = (threads > 0 ? threads : eng_cpu_count()) / tp;
+    eng_cpu_options bo = {tp > 1 ? (int)(per_rank > 0 ? per_rank : 1) : (int)threads, simd};
     eng_status st = eng_backend_cpu_create(&bo, &be);
     if (st != ENG_OK) goto err;
-    qn_model_params mp = {.max_tokens = (int)max_tokens, .progress = true};
+    qn_model_params mp = {.max_tokens = (int)max_tokens, .progress = true, .tp_world = (int)tp,
+                          .tp_threads = bo.n_threads};
     if ((st = qn_model_load(dir, be, &mp, &m)) != ENG_OK) goto err;
     const int V = qn_model_vocab(m), bs = 16, nb = (n + bs - 1) / bs;
     qn_cache_params cp = {.n_slots = 1, .n_blocks = nb, .block_size = bs};
@@ -168,8 +178,8 @@ int cmd_logits(int argc, char **argv)
         goto out;
     }
     f = NULL;
-    fprintf(stderr, "qnext logits: %d tokens x %d logits -> %s (%.3f s, %.1f tok/s, %s)\n", n, V, out_path, dt,
-            n / (dt > 0 ? dt : 1e-9), be->name);
+    fprintf(stderr, "qnext logits: %d tokens x %d logits -> %s (%.3f s, %.1f tok/s, %s, tp %ld)\n", n, V, out_path,
+            dt, n / (dt > 0 ? dt : 1e-9), be->name, tp);
     rc = 0;
     goto out;
 err:

@@ -11,6 +11,12 @@
  * Block ids and slot numbers are plain integers: the block manager, scheduler and prefix cache
  * (engine/src/cache, engine/src/sched) decide who uses what; this module only holds the memory
  * (backend buffers) and copies it. All functions are for the thread that runs the forward.
+ *
+ * Tensor parallelism: a cache made from a model loaded with tp_world N holds every rank's pools
+ * (rank r: the KV of its KV heads and the GDN state of its heads, on its backend). Block ids and
+ * slots mean the same on every rank, and each operation below applies to all ranks. Byte counts
+ * are totals over the ranks; a saved slot is the ranks' states one after the other (rank 0 first,
+ * each laid out as conv then ssm) - opaque to the caller, valid only for a model of the same world.
  */
 #ifndef QN_CACHE_H
 #define QN_CACHE_H
@@ -31,7 +37,8 @@ void qn_cache_destroy(qn_cache *c); /* NULL-safe */
 int qn_cache_n_slots(const qn_cache *c);
 int qn_cache_n_blocks(const qn_cache *c);
 int qn_cache_block_size(const qn_cache *c);
-/* Bytes of one slot's state (conv + ssm), one KV block (all layers, K and V), and the whole cache. */
+/* Bytes of one slot's state (conv + ssm), one KV block (all layers, K and V), and the whole cache
+ * (summed over tensor-parallel ranks). */
 size_t qn_cache_slot_bytes(const qn_cache *c);
 size_t qn_cache_block_bytes(const qn_cache *c);
 size_t qn_cache_bytes(const qn_cache *c);
@@ -41,14 +48,15 @@ eng_status qn_cache_slot_reset(qn_cache *c, int slot);
 /* Copies slot src to dst (fork a sequence, take or restore a prefix snapshot). */
 eng_status qn_cache_slot_copy(qn_cache *c, int dst, int src);
 /* Copies a slot's state out to / in from host memory of qn_cache_slot_bytes() bytes, laid out as
- * conv then ssm (as above). Restore fails with ENG_ERR_INVALID if n != slot bytes. */
+ * conv then ssm (as above; per rank, ranks in order, with tensor parallelism). Restore fails with
+ * ENG_ERR_INVALID if n != slot bytes. */
 eng_status qn_cache_slot_save(const qn_cache *c, int slot, void *dst, size_t cap);
 eng_status qn_cache_slot_restore(qn_cache *c, int slot, const void *src, size_t n);
 /* Copies KV block src to dst in every full-attention layer (copy-on-write of a shared partial
  * block). */
 eng_status qn_cache_block_copy(qn_cache *c, int dst, int src);
 
-/* For the forward: the pools as the ops see them. */
+/* For the forward: the pools as the ops see them (rank 0's with tensor parallelism). */
 void qn_cache_views(const qn_cache *c, qn_kv_view *kv, qn_state_view *st);
 
 #endif /* QN_CACHE_H */

@@ -11,6 +11,23 @@
  *
  * Thread-safety: a model is used by one thread at a time (the forward uses model-owned scratch);
  * the backend's thread pool parallelises each op.
+ *
+ * Tensor parallelism (qn_model_params.tp_world = N > 1): qn_model_load builds N rank models, each
+ * with its shard of the weights (cut from the one mmapped checkpoint, never copied whole) on its
+ * own backend, and returns rank 0's handle. Ranks 1..N-1 run on worker threads; every call below
+ * on the handle (forward, and every cache operation in cache.h) is run by all ranks on their own
+ * shards, joined by collectives (tp/comm.h); rank 0 returns the full logits. The caller (the
+ * engine: one scheduler, one sampler, as in nano-vllm) never sees the other ranks. Sharding:
+ *   attention q/gate/k/v heads, GDN key/value heads    split by head (KV heads replicated when N
+ *                                                       exceeds num_key_value_heads, as vLLM)
+ *   o_proj, GDN out_proj                                row parallel + one all-reduce per mixer
+ *   routed experts (gate/up/down), shared expert        split by intermediate dimension, + one
+ *                                                       all-reduce per MoE block (shared fused in)
+ *   router, shared_expert_gate, norms, conv/A/dt of     replicated (conv/A/dt follow their heads)
+ *   the rank's heads
+ *   embed_tokens, lm_head                               split by vocabulary (uneven sizes allowed):
+ *                                                       masked lookup + all-reduce; logits
+ *                                                       all-gathered to rank 0
  */
 #ifndef QN_MODEL_H
 #define QN_MODEL_H
@@ -18,15 +35,31 @@
 #include "backend/backend.h"
 #include "model/config.h"
 
+struct eng_comm_group; /* tp/comm.h */
+
 typedef struct qn_model qn_model;
 typedef struct qn_cache qn_cache;
 
+/* Makes the backend of tensor-parallel rank `rank` (1..world-1), e.g. a CUDA backend on GPU `rank`.
+ * Called on that rank's worker thread. */
+typedef eng_status (*qn_backend_factory)(void *ctx, int rank, eng_backend **out);
+
 typedef struct qn_model_params {
     int max_tokens;   /* rows per forward call (prefill chunk + decode tokens); <= 0: 256 */
-    int tp_rank;      /* tensor-parallel rank and world size; only world 1 is implemented */
-    int tp_world;     /* <= 0: 1 */
+    int tp_rank;      /* must be 0: the handle qn_model_load returns is rank 0, which drives the others */
+    int tp_world;     /* tensor-parallel world size; <= 0: 1 */
     bool progress;    /* draw a loading progress bar (eng_progress rules) */
     bool quiet;       /* no memory summary log line */
+    /* tensor parallelism (tp_world > 1); all optional */
+    int tp_threads;   /* CPU threads of each backend made for ranks 1..world-1; <= 0: online CPUs /
+                         world (at least 1). Give `be` (rank 0) the same count. */
+    qn_backend_factory tp_backend; /* makes ranks 1..world-1's backends; NULL: CPU backends with be's
+                                      SIMD path (be must then be a CPU backend) */
+    void *tp_backend_ctx;
+    struct eng_comm_group *tp_comm; /* the collectives, world ranks (not owned; e.g. NCCL for GPUs);
+                                       NULL: CPU shared memory, made and owned by the model */
+    int tp_timeout_ms; /* deadline of every collective wait and of a rank finishing its step;
+                          <= 0: 60000 */
 } qn_model_params;
 
 /* Loads the model in folder `dir` (config.json + model.safetensors or shards) onto backend `be`
@@ -34,17 +67,21 @@ typedef struct qn_model_params {
  * (de-interleaved GDN projections, per-head q/gate split, fused projections, expert stacks) and
  * FP8 block weights are dequantized in the kernels from their fp8 bytes and scales. Errors name
  * the file and tensor: ENG_ERR_IO / ENG_ERR_FORMAT (missing tensor, wrong shape or dtype) /
- * ENG_ERR_UNSUPPORTED (attention bias, YaRN, tensor parallel world > 1) / ENG_ERR_NOMEM. */
+ * ENG_ERR_UNSUPPORTED (attention bias, YaRN) / ENG_ERR_INVALID (a tp_world that does not divide the
+ * head counts or FFN sizes: the detail names the config field) / ENG_ERR_NOMEM. With tp_world > 1
+ * the ranks load in parallel, each on its own thread; errors say which rank. */
 eng_status qn_model_load(const char *dir, eng_backend *be, const qn_model_params *p, qn_model **out);
 
-/* Frees weights and scratch and unmaps the checkpoint. NULL-safe. Caches made from the model must
- * be destroyed first. */
+/* Frees weights and scratch and unmaps the checkpoint; with tensor parallelism also stops the rank
+ * threads and frees their backends (not `be`). NULL-safe. Caches made from the model must be
+ * destroyed first. */
 void qn_model_destroy(qn_model *m);
 
 const qn_config *qn_model_config(const qn_model *m);
-eng_backend *qn_model_backend(const qn_model *m);
+eng_backend *qn_model_backend(const qn_model *m); /* rank 0's */
 int qn_model_max_tokens(const qn_model *m);
 int qn_model_vocab(const qn_model *m);
+int qn_model_tp(const qn_model *m); /* tensor-parallel world size (1 without) */
 
 /* One sequence of a batch. Its n_new rows are consecutive in qn_batch.tokens, sequences in order. */
 typedef struct qn_seq {
@@ -72,7 +109,12 @@ typedef struct qn_batch {
  * state in its slot) and writes logits[i][0..vocab) for row out_rows[i] (host memory,
  * [n_out][vocab] float32). A sequence's results are bitwise identical whatever other sequences
  * share the batch (backend.h, batch invariance). ENG_ERR_INVALID (detail says which field) for a
- * malformed batch, which then changes nothing; never fails after it started computing. */
+ * malformed batch, which then changes nothing. With tp_world 1 it never fails after it started
+ * computing. With tp_world > 1 a rank that fails mid-step (a collective timing out, a device
+ * error) makes it return ENG_ERR_TIMEOUT (or the rank's error) with a detail naming the ranks and
+ * the collective, within about twice tp_timeout_ms, never a hang; the caches are then
+ * inconsistent, every later call fails the same way, and the model must be destroyed and
+ * reloaded. Logits agree with tp_world 1 to float rounding (row-parallel sums), not bitwise. */
 eng_status qn_model_forward(qn_model *m, qn_cache *c, const qn_batch *b, float *logits);
 
 #endif /* QN_MODEL_H */

@@ -15,7 +15,15 @@
  * MoE:        router logits (+ shared-expert gate logit) -> top-k; shared expert MLP; routed
  *             experts combined with sigmoid(shared gate) * shared.
  * The residual stream and every activation are float32.
+ *
+ * Tensor parallelism (model.h has the sharding table): every rank runs this same forward on its
+ * shard. The residual stream is replicated; the partial outputs of the row-parallel projections
+ * (o_proj / out_proj, the experts' and shared expert's down_proj, the dense MLP's down_proj) and
+ * of the vocabulary-split embedding lookup are summed by an all-reduce, so a layer costs two
+ * all-reduces of [T][H] floats; each rank's lm_head rows are all-gathered for rank 0. Rank 0 runs
+ * on the caller's thread and hands the batch to the others through the executor (tp/group.h).
  */
+#include "core/threadpool.h" /* defines: eng_cpu_count */
 #include "model/cache.h"
 #include "model/qwen3next.h"
 
@@ -59,7 +67,8 @@ static eng_status alloc_activations(qn_model *m)
         {(void **)&m->d_ids, T},
         {(void **)&m->d_pos, T},
         {(void **)&m->d_xsel, (size_t)QN_LOGIT_ROWS * d->H},
-        {(void **)&m->d_logits, (size_t)QN_LOGIT_ROWS * d->V},
+        {(void **)&m->d_logits, (size_t)QN_LOGIT_ROWS * d->Lw},
+        {(void **)&m->d_gather, d->tp_world > 1 ? (size_t)d->tp_world * QN_LOGIT_ROWS * d->Lw : 1},
     };
     m->act_bytes = 0;
     for (size_t i = 0; i < sizeof a / sizeof a[0]; i++) {
@@ -72,7 +81,9 @@ static eng_status alloc_activations(qn_model *m)
         }
     }
     m->h_pos = eng_malloc(T * sizeof *m->h_pos);
-    if (!m->h_pos) return eng_err_set(ENG_ERR_NOMEM, "out of memory");
+    m->h_ids = eng_malloc(T * sizeof *m->h_ids);
+    m->seqs = eng_malloc(T * sizeof *m->seqs);
+    if (!m->h_pos || !m->h_ids || !m->seqs) return eng_err_set(ENG_ERR_NOMEM, "out of memory");
     qn_op_limits lim = {
         .max_tokens = m->max_tokens,
         .hidden = d->H,
@@ -87,10 +98,9 @@ static eng_status alloc_activations(qn_model *m)
     return m->be->reserve(m->be->ctx, &lim);
 }
 
-static void log_summary(const qn_model *m, double secs)
+static void weight_bytes(const qn_model *m, size_t *owned, size_t *mapped)
 {
-    size_t owned = 0, mapped = 0;
-    const qn_weight *seen_embed = NULL;
+    *owned = *mapped = 0;
     for (int l = 0; l < m->d.n_layers; l++) {
         const qn_layer_w *L = &m->layers[l];
         const qn_weight *ws[] = {L->lin_in, L->lin_out, L->attn_qkv, L->attn_o, L->router, L->exp_gu,
@@ -99,25 +109,152 @@ static void log_summary(const qn_model *m, double secs)
             if (!ws[i]) continue;
             size_t o, p;
             m->be->weight_bytes(ws[i], &o, &p);
-            owned += o;
-            mapped += p;
+            *owned += o;
+            *mapped += p;
         }
     }
-    const qn_weight *g[] = {m->embed, m->lm_head};
+    const qn_weight *g[] = {m->embed, m->lm_head != m->embed ? m->lm_head : NULL};
     for (int i = 0; i < 2; i++) {
-        if (!g[i] || g[i] == seen_embed) continue;
-        seen_embed = g[i];
+        if (!g[i]) continue;
         size_t o, p;
         m->be->weight_bytes(g[i], &o, &p);
+        *owned += o;
+        *mapped += p;
+    }
+}
+
+static void log_summary(const qn_model *m, double secs)
+{
+    size_t owned = 0, mapped = 0, act = 0;
+    const int world = m->tp ? m->tp->world : 1;
+    for (int r = 0; r < world; r++) {
+        const qn_model *mr = m->tp ? m->tp->ranks[r] : m;
+        size_t o, p;
+        weight_bytes(mr, &o, &p);
         owned += o;
         mapped += p;
+        act += mr->act_bytes;
     }
-    char a[32], b[32], c[32];
+    char a[32], b[32], c[32], tp[96] = "";
+    if (world > 1)
+        snprintf(tp, sizeof tp, ", tensor parallel %d ranks (%s collectives; totals over ranks)", world,
+                 eng_comm_name(m->comm));
     eng_log(ENG_LOG_INFO, "model %s: %d layers (%d GDN, %d attention), %s weights in place + %s converted, "
-            "%s activations for %d tokens, backend %s, loaded in %.2f s", m->dir, m->d.n_layers, m->d.n_lin,
+            "%s activations for %d tokens, backend %s%s, loaded in %.2f s", m->dir, m->d.n_layers, m->d.n_lin,
             m->d.n_full, eng_fmt_bytes((double)mapped, a, sizeof a), eng_fmt_bytes((double)owned, b, sizeof b),
-            eng_fmt_bytes((double)m->act_bytes, c, sizeof c),
-            m->max_tokens, m->be->name, secs);
+            eng_fmt_bytes((double)act, c, sizeof c), m->max_tokens, m->be->name, tp, secs);
+}
+
+/* Loads one rank's shard into m (m->cfg, st, be, dir, max_tokens already set). */
+static eng_status load_rank(qn_model *m, int rank, int world, bool progress)
+{
+    eng_status st = qn_weights_load(m, rank, world, progress);
+    if (st == ENG_OK) st = alloc_activations(m);
+    return st;
+}
+
+/* Frees one rank's model (not its backend; not the checkpoint when borrowed). */
+static void destroy_one(qn_model *m)
+{
+    if (!m) return;
+    qn_weights_free(m);
+    if (m->be)
+        for (int i = 0; i < m->n_bufs; i++) m->be->free(m->be->ctx, m->bufs[i]);
+    eng_free(m->bufs);
+    eng_free(m->seqs);
+    eng_free(m->h_pos);
+    eng_free(m->h_ids);
+    if (!m->st_borrowed) eng_st_close(m->st);
+    eng_free(m->dir);
+    eng_free(m);
+}
+
+/* ==== tensor-parallel load ==================================================================== */
+
+typedef struct tp_load_job {
+    qn_tp *tp;
+    const qn_model_params *p;
+} tp_load_job;
+
+static eng_status tp_load_rank(void *arg, int rank)
+{
+    tp_load_job *j = arg;
+    qn_tp *tp = j->tp;
+    eng_status st = ENG_OK;
+    if (rank > 0) {
+        if (j->p->tp_backend) {
+            st = j->p->tp_backend(j->p->tp_backend_ctx, rank, &tp->backends[rank]);
+        } else {
+            eng_cpu_options o = {j->p->tp_threads, eng_backend_cpu_simd(tp->backends[0])};
+            if (o.n_threads <= 0) o.n_threads = eng_cpu_count() / tp->world > 0 ? eng_cpu_count() / tp->world : 1;
+            st = eng_backend_cpu_create(&o, &tp->backends[rank]);
+        }
+        if (st != ENG_OK) return eng_err_wrap(st, "backend");
+        tp->ranks[rank]->be = tp->backends[rank];
+    }
+    return load_rank(tp->ranks[rank], rank, tp->world, rank == 0 && j->p->progress);
+}
+
+static void tp_destroy(qn_tp *tp)
+{
+    if (!tp) return;
+    if (tp->exec && !eng_tp_group_quiesce(tp->exec)) {
+        /* a rank thread may still be inside its step: leave everything it could touch */
+        eng_tp_group_destroy(tp->exec);
+        return;
+    }
+    eng_tp_group_destroy(tp->exec);
+    if (tp->ranks)
+        for (int r = tp->world - 1; r >= 1; r--) destroy_one(tp->ranks[r]);
+    if (tp->backends)
+        for (int r = 1; r < tp->world; r++) eng_backend_destroy(tp->backends[r]);
+    if (tp->comm_owned) eng_comm_group_destroy(tp->comm);
+    eng_free(tp->ranks);
+    eng_free(tp->backends);
+    eng_free(tp);
+}
+
+/* Builds the group for rank-0 model m (config and checkpoint loaded) and loads every rank. */
+static eng_status tp_load(qn_model *m, const qn_model_params *p, int world)
+{
+    eng_status st;
+    if ((st = qn_tp_check(&m->cfg, world, m->dir)) != ENG_OK) return st;
+    if (!p->tp_backend && strncmp(m->be->name, "cpu", 3) != 0)
+        return eng_err_set(ENG_ERR_INVALID, "tensor parallel on the %s backend needs a backend factory for the other "
+                           "ranks (qn_model_params.tp_backend)", m->be->name);
+    if (p->tp_comm && eng_comm_group_world(p->tp_comm) != world)
+        return eng_err_set(ENG_ERR_INVALID, "tensor parallel: the collectives group has %d ranks, tp_world is %d",
+                           eng_comm_group_world(p->tp_comm), world);
+    qn_tp *tp = eng_calloc(1, sizeof *tp);
+    if (!tp) return eng_err_set(ENG_ERR_NOMEM, "out of memory");
+    m->tp = tp;
+    tp->world = world;
+    tp->ranks = eng_calloc((size_t)world, sizeof *tp->ranks);
+    tp->backends = eng_calloc((size_t)world, sizeof *tp->backends);
+    if (!tp->ranks || !tp->backends) return eng_err_set(ENG_ERR_NOMEM, "out of memory");
+    tp->ranks[0] = m;
+    tp->backends[0] = m->be;
+    for (int r = 1; r < world; r++) {
+        qn_model *mr = eng_calloc(1, sizeof *mr);
+        if (!mr) return eng_err_set(ENG_ERR_NOMEM, "out of memory");
+        tp->ranks[r] = mr;
+        mr->cfg = m->cfg;
+        mr->st = m->st;
+        mr->st_borrowed = true;
+        mr->max_tokens = m->max_tokens;
+        mr->dir = eng_strdup(m->dir);
+        if (!mr->dir) return eng_err_set(ENG_ERR_NOMEM, "out of memory");
+    }
+    if (p->tp_comm) {
+        tp->comm = p->tp_comm;
+    } else {
+        if ((st = eng_comm_group_cpu_create(world, p->tp_timeout_ms, &tp->comm)) != ENG_OK) return st;
+        tp->comm_owned = true;
+    }
+    for (int r = 0; r < world; r++) tp->ranks[r]->comm = eng_comm_group_rank(tp->comm, r);
+    if ((st = eng_tp_group_create(world, p->tp_timeout_ms, tp->comm, &tp->exec)) != ENG_OK) return st;
+    tp_load_job job = {tp, p};
+    return eng_tp_group_run(tp->exec, tp_load_rank, &job);
 }
 
 eng_status qn_model_load(const char *dir, eng_backend *be, const qn_model_params *p, qn_model **out)
@@ -127,6 +264,12 @@ eng_status qn_model_load(const char *dir, eng_backend *be, const qn_model_params
     if (p) prm = *p;
     if (prm.max_tokens <= 0) prm.max_tokens = 256;
     if (prm.max_tokens > (1 << 20)) return eng_err_set(ENG_ERR_INVALID, "max_tokens %d is too large", prm.max_tokens);
+    const int world = prm.tp_world > 0 ? prm.tp_world : 1;
+    if (world > 1024) return eng_err_set(ENG_ERR_INVALID, "tensor-parallel size %d is too large", world);
+    if (prm.tp_rank != 0)
+        return eng_err_set(ENG_ERR_INVALID, "tp_rank %d: qn_model_load builds every rank and returns rank 0 (pass 0)",
+                           prm.tp_rank);
+    if (!be) return eng_err_set(ENG_ERR_INVALID, "no backend");
     const double t0 = eng_now_s();
     eng_status st = ENG_OK;
     qn_model *m = eng_calloc(1, sizeof *m);
@@ -139,9 +282,11 @@ eng_status qn_model_load(const char *dir, eng_backend *be, const qn_model_params
         goto fail;
     }
     if ((st = qn_config_load(dir, &m->cfg)) != ENG_OK) goto fail;
+    if (world > 1 && (st = qn_tp_check(&m->cfg, world, dir)) != ENG_OK) goto fail;
     if ((st = eng_st_open(dir, true, &m->st)) != ENG_OK) goto fail;
-    if ((st = qn_weights_load(m, &prm)) != ENG_OK) goto fail;
-    if ((st = alloc_activations(m)) != ENG_OK) goto fail;
+    if (world == 1) st = load_rank(m, 0, 1, prm.progress);
+    else st = tp_load(m, &prm, world);
+    if (st != ENG_OK) goto fail;
     if (!prm.quiet) log_summary(m, eng_now_s() - t0);
     *out = m;
     return ENG_OK;
@@ -153,14 +298,31 @@ fail:
 void qn_model_destroy(qn_model *m)
 {
     if (!m) return;
-    qn_weights_free(m);
-    for (int i = 0; i < m->n_bufs; i++) m->be->free(m->be->ctx, m->bufs[i]);
-    eng_free(m->bufs);
-    eng_free(m->seqs);
-    eng_free(m->h_pos);
-    eng_st_close(m->st);
-    eng_free(m->dir);
-    eng_free(m);
+    tp_destroy(m->tp);
+    m->tp = NULL;
+    destroy_one(m);
+}
+
+eng_tp_group *qn_model_tp_exec(const qn_model *m)
+{
+    return m->tp ? m->tp->exec : NULL;
+}
+
+int qn_model_tp(const qn_model *m)
+{
+    return m->tp ? m->tp->world : 1;
+}
+
+qn_model *qn_model_tp_rank(qn_model *m, int rank)
+{
+    if (!m->tp) return rank == 0 ? m : NULL;
+    return rank >= 0 && rank < m->tp->world ? m->tp->ranks[rank] : NULL;
+}
+
+eng_comm *qn_model_tp_comm(qn_model *m, int rank)
+{
+    qn_model *mr = qn_model_tp_rank(m, rank);
+    return mr ? mr->comm : NULL;
 }
 
 const qn_config *qn_model_config(const qn_model *m)
@@ -237,12 +399,6 @@ static eng_status check_batch(qn_model *m, const qn_cache *c, const qn_batch *b,
         if (b->out_rows[i] < 0 || b->out_rows[i] >= b->n_tokens)
             return eng_err_set(ENG_ERR_INVALID, "batch: output row %d is outside [0, %d)", b->out_rows[i],
                                b->n_tokens);
-    if (m->seqs_cap < b->n_seqs) {
-        qn_seq_desc *s = eng_realloc(m->seqs, (size_t)b->n_seqs * sizeof *s);
-        if (!s) return eng_err_set(ENG_ERR_NOMEM, "batch: out of memory");
-        m->seqs = s;
-        m->seqs_cap = b->n_seqs;
-    }
     return ENG_OK;
 }
 
@@ -299,41 +455,108 @@ static void mlp_block(qn_model *m, const qn_layer_w *L, int T)
 
 /* ==== forward ================================================================================= */
 
-eng_status qn_model_forward(qn_model *m, qn_cache *c, const qn_batch *b, float *logits)
+/* Sums a [n] partial result over the ranks (no-op with one rank). */
+static eng_status reduce(qn_model *m, float *d_buf, size_t n)
+{
+    if (!m->comm) return ENG_OK;
+    m->be->synchronize(m->be->ctx);
+    return eng_comm_all_reduce_sum(m->comm, d_buf, n);
+}
+
+/* The forward of one rank on its shard and caches (the batch was validated by the caller).
+ * logits: host [n_out][V] on rank 0, NULL on the other ranks. */
+static eng_status forward_rank(qn_model *m, qn_cache *c, const qn_batch *b, float *logits)
 {
     qn_kv_view kv;
     qn_state_view sv;
     qn_cache_views(c, &kv, &sv);
-    eng_status st = check_batch(m, c, b, logits, &kv, &sv);
-    if (st != ENG_OK) return st;
     const int T = b->n_tokens;
     if (T == 0) return ENG_OK;
     const qn_dims *d = &m->d;
+    eng_status st;
     for (int i = 0, row = 0; i < b->n_seqs; i++) {
         const qn_seq *s = &b->seqs[i];
         m->seqs[i] = (qn_seq_desc){row, s->n_new, s->pos, s->slot, s->block_table, s->n_blocks};
         for (int t = 0; t < s->n_new; t++) m->h_pos[row + t] = s->pos + t;
         row += s->n_new;
     }
-    OP(copy_h2d, m->d_ids, b->tokens, (size_t)T * sizeof(int32_t));
+    const int32_t *ids = b->tokens;
+    if (d->tp_world > 1) { /* ids outside this rank's vocabulary slice read its zero row */
+        for (int t = 0; t < T; t++) {
+            const int32_t v = b->tokens[t] - d->v0;
+            m->h_ids[t] = v >= 0 && v < d->Vr ? v : d->Vr;
+        }
+        ids = m->h_ids;
+    }
+    OP(copy_h2d, m->d_ids, ids, (size_t)T * sizeof(int32_t));
     OP(copy_h2d, m->d_pos, m->h_pos, (size_t)T * sizeof(int32_t));
     OP(embed, m->embed, m->d_ids, T, m->d_x);
+    if ((st = reduce(m, m->d_x, (size_t)T * d->H)) != ENG_OK) return st;
     for (int l = 0; l < d->n_layers; l++) {
         const qn_layer_w *L = &m->layers[l];
         if (l == 0) OP(rmsnorm, m->d_x, d->H, T, d->H, L->d_attn_norm, d->eps, m->d_xn, d->H);
         else OP(add_rmsnorm, m->d_x, m->d_delta, T, d->H, L->d_attn_norm, d->eps, m->d_xn);
         if (L->type == QN_LAYER_LINEAR) gdn_block(m, L, T, b->n_seqs, &sv);
         else attn_block(m, L, T, b->n_seqs, &kv);
+        if ((st = reduce(m, m->d_delta, (size_t)T * d->H)) != ENG_OK) return st;
         OP(add_rmsnorm, m->d_x, m->d_delta, T, d->H, L->d_mlp_norm, d->eps, m->d_xn);
         mlp_block(m, L, T);
+        if ((st = reduce(m, m->d_delta, (size_t)T * d->H)) != ENG_OK) return st;
     }
     OP(add, m->d_x, m->d_delta, T, d->H);
+    /* lm_head rows of this rank's vocabulary slice, QN_LOGIT_ROWS output rows at a time */
     for (int i0 = 0; i0 < b->n_out; i0 += QN_LOGIT_ROWS) {
         const int n = b->n_out - i0 < QN_LOGIT_ROWS ? b->n_out - i0 : QN_LOGIT_ROWS;
         OP(get_rows, m->d_x, d->H, d->H, b->out_rows + i0, n, m->d_xsel);
         OP(rmsnorm, m->d_xsel, d->H, n, d->H, m->d_final_norm, d->eps, m->d_xsel, d->H);
-        OP(matmul, m->lm_head, 0, m->d_xsel, d->H, n, m->d_logits, d->V);
-        OP(copy_d2h, logits + (size_t)i0 * d->V, m->d_logits, (size_t)n * d->V * sizeof(float));
+        OP(matmul, m->lm_head, 0, m->d_xsel, d->H, n, m->d_logits, d->Lw);
+        if (!m->comm) {
+            OP(copy_d2h, logits + (size_t)i0 * d->V, m->d_logits, (size_t)n * d->V * sizeof(float));
+            continue;
+        }
+        m->be->synchronize(m->be->ctx);
+        const size_t blk = (size_t)n * (size_t)d->Lw;
+        if ((st = eng_comm_all_gather(m->comm, m->d_logits, m->d_gather, blk * sizeof(float))) != ENG_OK) return st;
+        if (!logits) continue;
+        for (int r = 0; r < d->tp_world; r++) {
+            int v0, nv;
+            qn_vocab_slice(d->V, d->tp_world, r, &v0, &nv);
+            for (int i = 0; i < n; i++)
+                OP(copy_d2h, logits + (size_t)(i0 + i) * d->V + v0, m->d_gather + (size_t)r * blk + (size_t)i * d->Lw,
+                   (size_t)nv * sizeof(float));
+        }
     }
     return ENG_OK;
+}
+
+typedef struct tp_fwd_job {
+    qn_tp *tp;
+    qn_cache *c;
+    const qn_batch *b;
+    float *logits;
+} tp_fwd_job;
+
+static eng_status tp_forward_rank(void *arg, int rank)
+{
+    tp_fwd_job *j = arg;
+    return forward_rank(j->tp->ranks[rank], qn_cache_rank(j->c, rank), j->b, rank == 0 ? j->logits : NULL);
+}
+
+eng_status qn_model_forward(qn_model *m, qn_cache *c, const qn_batch *b, float *logits)
+{
+    eng_status st;
+    if (m->tp && (st = eng_tp_group_status(m->tp->exec)) != ENG_OK) return st;
+    if (qn_cache_tp_world(c) != qn_model_tp(m))
+        return eng_err_set(ENG_ERR_INVALID, "batch: the cache was made for %d tensor-parallel ranks, the model has %d",
+                           qn_cache_tp_world(c), qn_model_tp(m));
+    qn_kv_view kv;
+    qn_state_view sv;
+    qn_cache_views(c, &kv, &sv);
+    if ((st = check_batch(m, c, b, logits, &kv, &sv)) != ENG_OK) return st;
+    if (!m->tp) return forward_rank(m, c, b, logits);
+    if (b->n_tokens == 0) return ENG_OK;
+    tp_fwd_job job = {m->tp, c, b, logits};
+    st = eng_tp_group_run(m->tp->exec, tp_forward_rank, &job);
+    if (st != ENG_OK) eng_tp_group_fail(m->tp->exec, st);
+    return st;
 }

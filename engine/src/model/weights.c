@@ -13,9 +13,17 @@
  *     row so one matmul yields both.
  *   - zero-centred norm weights are stored as 1 + w (float32); the gated norm weight as is.
  *   - lm_head is its own tensor unless tie_word_embeddings.
- * Row selections are lists of source rows, which is also how a tensor-parallel rank's slice would
- * be described (heads [h0, h0 + n) of its rank, column ranges for row-parallel weights): the
- * offsets below are those of rank tp_rank; only world 1 is accepted until collectives exist.
+ * Tensor parallelism: the same row selections describe a rank's slice (heads [h0, h0 + n) of its
+ * rank for column-parallel weights, a column range for row-parallel ones, an intermediate range
+ * for the FFNs, a vocabulary range for embed/lm_head); every offset below is rank tp_rank's. The
+ * slices point into the one mmapped checkpoint (zero-copy on CPU), never a per-rank copy. The
+ * embedding of a rank gets one extra all-zero row: ids outside its vocabulary slice look it up, so
+ * the all-reduce of the ranks' lookups is exactly the one real row.
+ * FP8 row-parallel slices: a slice starting inside a 128-column scale block (expert and shared
+ * down_proj at TP 8: 512 / 8 = 64 columns per rank) is described with a finer scale grid of
+ * gcd(block_k, first column) columns, each fine block copying its 128-block's scale: the fp8 bytes
+ * stay in place and every dequantised weight is bitwise the same. If that grid is not a multiple
+ * of 16 columns (the kernels' unit; only toy models) the slice is dequantised to F32 instead.
  */
 #include "model/qwen3next.h"
 #include "model/spec.h"
@@ -29,6 +37,22 @@ typedef struct loader {
     eng_progress pg;
     uint64_t done;
 } loader;
+
+/* Host memory that weights reference (re-gridded FP8 scales, dequantised slices), freed with the
+ * model after its weights. */
+static void *host_keep(qn_model *m, size_t bytes)
+{
+    if (m->n_hbufs == m->cap_hbufs) {
+        int cap = m->cap_hbufs ? 2 * m->cap_hbufs : 16;
+        void **b = eng_realloc(m->hbufs, (size_t)cap * sizeof *b);
+        if (!b) return NULL;
+        m->hbufs = b;
+        m->cap_hbufs = cap;
+    }
+    void *p = eng_malloc_aligned(bytes ? bytes : 64);
+    if (p) m->hbufs[m->n_hbufs++] = p;
+    return p;
+}
 
 void *qn_model_alloc(qn_model *m, size_t bytes)
 {
@@ -137,13 +161,90 @@ static qn_weight_part part_of(const qn_model *m, const eng_st_tensor *t, const e
     return p;
 }
 
+static int64_t gcd64(int64_t a, int64_t b)
+{
+    while (b) {
+        int64_t t = a % b;
+        a = b;
+        b = t;
+    }
+    return a;
+}
+
+static int64_t part_src_row(const qn_weight_part *p, int64_t i)
+{
+    return p->row_idx ? p->row_idx[i] : p->row0 + i;
+}
+
+/* An FP8 part whose first column is not on a scale-block boundary (a row-parallel slice): re-grid
+ * its scales to gcd(block_k, col0) columns, or dequantise it to F32 (see the file comment). */
+static eng_status fp8_align(loader *ld, qn_weight_part *p, int64_t cols)
+{
+    qn_model *m = ld->m;
+    if (p->dtype != ENG_DTYPE_F8_E4M3 || p->block_k <= 0 || p->col0 % p->block_k == 0) return ENG_OK;
+    const int64_t bk = p->block_k, bn = p->block_n, g = gcd64(bk, p->col0);
+    const int64_t src_kb = (p->src_cols + bk - 1) / bk, src_nb = (p->src_rows + bn - 1) / bn;
+    if (!p->scale || p->col0 < 0 || p->col0 + cols > p->src_cols)
+        return eng_err_set(ENG_ERR_INVALID, "tensor '%s': columns [%lld, %lld) outside [0, %lld)", p->name,
+                           (long long)p->col0, (long long)(p->col0 + cols), (long long)p->src_cols);
+    if (g % 16 == 0) {
+        const int64_t kb2 = (p->src_cols + g - 1) / g;
+        float *s2 = host_keep(m, (size_t)(src_nb * kb2) * sizeof *s2);
+        if (!s2) return eng_err_set(ENG_ERR_NOMEM, "tensor '%s': out of memory for FP8 scales", p->name);
+        const uint8_t *s = p->scale;
+        for (int64_t nb = 0; nb < src_nb; nb++)
+            for (int64_t j = 0; j < kb2; j++) memcpy(&s2[nb * kb2 + j], s + (nb * src_kb + (j * g) / bk) * 4, 4);
+        p->scale = s2;
+        p->block_k = (int)g;
+        return ENG_OK;
+    }
+    float *w = host_keep(m, (size_t)(p->n_rows * cols) * sizeof *w);
+    if (!w) return eng_err_set(ENG_ERR_NOMEM, "tensor '%s': out of memory dequantising an FP8 slice", p->name);
+    const uint8_t *q = p->data, *s = p->scale;
+    for (int64_t i = 0; i < p->n_rows; i++) {
+        const int64_t r = part_src_row(p, i);
+        if (r < 0 || r >= p->src_rows)
+            return eng_err_set(ENG_ERR_INVALID, "tensor '%s': row %lld out of range", p->name, (long long)r);
+        for (int64_t k = 0; k < cols; k++) {
+            const int64_t c = p->col0 + k;
+            float sc;
+            memcpy(&sc, s + ((r / bn) * src_kb + c / bk) * 4, 4);
+            w[i * cols + k] = eng_fp8e4m3_to_f32(q[r * p->src_cols + c]) * sc;
+        }
+    }
+    p->dtype = ENG_DTYPE_F32;
+    p->data = w;
+    p->src_rows = p->n_rows;
+    p->src_cols = cols;
+    p->scale = NULL;
+    p->row_idx = NULL;
+    p->row0 = 0;
+    p->col0 = 0;
+    return ENG_OK;
+}
+
 static eng_status make_weight(loader *ld, const char *name, int64_t cols, int n_mats, int n_parts,
                               const qn_weight_part *parts, qn_weight **out)
 {
-    qn_weight_desc d = {name, cols, n_mats, n_parts, parts};
-    eng_status st = ld->m->be->weight_create(ld->m->be->ctx, &d, out);
-    if (st != ENG_OK) return eng_err_wrap(st, "%s", ld->m->dir);
-    return ENG_OK;
+    eng_status st = ENG_OK;
+    qn_weight_part *fixed = NULL;
+    const size_t n = (size_t)n_mats * (size_t)n_parts;
+    for (size_t i = 0; i < n; i++) {
+        const qn_weight_part *p = &parts[i];
+        if (p->dtype != ENG_DTYPE_F8_E4M3 || p->block_k <= 0 || p->col0 % p->block_k == 0) continue;
+        if (!fixed) {
+            fixed = eng_malloc(n * sizeof *fixed);
+            if (!fixed) return eng_err_set(ENG_ERR_NOMEM, "weight '%s': out of memory", name);
+            memcpy(fixed, parts, n * sizeof *fixed);
+        }
+        if ((st = fp8_align(ld, &fixed[i], cols)) != ENG_OK) goto out;
+    }
+    qn_weight_desc d = {name, cols, n_mats, n_parts, fixed ? fixed : parts};
+    st = ld->m->be->weight_create(ld->m->be->ctx, &d, out);
+    if (st != ENG_OK) st = eng_err_wrap(st, "%s", ld->m->dir);
+out:
+    eng_free(fixed);
+    return st;
 }
 
 /* A whole 2-D tensor as a one-part weight (rows [row0, row0+n), columns [col0, col0+cols)). */
@@ -347,15 +448,35 @@ static eng_status load_dense(loader *ld, int l, qn_layer_w *L)
 
 /* ==== dims ==================================================================================== */
 
+void qn_vocab_slice(int V, int world, int r, int *v0, int *n)
+{
+    const int per = (V + world - 1) / world;
+    int a = r * per, b = a + per;
+    if (a > V) a = V;
+    if (b > V) b = V;
+    *v0 = a;
+    *n = b - a;
+}
+
+eng_status qn_tp_check(const qn_config *c, int world, const char *dir)
+{
+    eng_status st = qn_spec_check_tp(c, world);
+    if (st != ENG_OK) return eng_err_wrap(st, "%s/config.json", dir);
+    int v0, n;
+    qn_vocab_slice(c->vocab_size, world, world - 1, &v0, &n);
+    if (n < 1)
+        return eng_err_set(ENG_ERR_INVALID, "%s/config.json: tensor-parallel size %d leaves rank %d no part of "
+                           "vocab_size (%d)", dir, world, world - 1, c->vocab_size);
+    return ENG_OK;
+}
+
 static eng_status dims_init(qn_model *m, int rank, int world)
 {
     const qn_config *c = &m->cfg;
     qn_dims *d = &m->d;
     memset(d, 0, sizeof *d);
-    eng_status st = qn_spec_check_tp(c, world);
-    if (st != ENG_OK) return eng_err_wrap(st, "%s/config.json", m->dir);
-    if (world != 1)
-        return eng_err_set(ENG_ERR_UNSUPPORTED, "tensor parallelism (world %d) is not implemented yet", world);
+    eng_status st = qn_tp_check(c, world, m->dir);
+    if (st != ENG_OK) return st;
     if (rank < 0 || rank >= world) return eng_err_set(ENG_ERR_INVALID, "tensor-parallel rank %d of %d", rank, world);
     if (c->attention_bias)
         return eng_err_set(ENG_ERR_UNSUPPORTED, "%s/config.json: attention_bias is not supported", m->dir);
@@ -366,6 +487,8 @@ static eng_status dims_init(qn_model *m, int rank, int world)
     d->tp_world = world;
     d->H = c->hidden_size;
     d->V = c->vocab_size;
+    qn_vocab_slice(d->V, world, rank, &d->v0, &d->Vr);
+    d->Lw = world == 1 ? d->V : (d->V + world - 1) / world + 1;
     d->n_layers = c->n_layers;
     d->eps = (float)c->rms_norm_eps;
     d->nq = c->n_heads / world;
@@ -399,9 +522,41 @@ static eng_status dims_init(qn_model *m, int rank, int world)
 
 /* ==== load / free ============================================================================= */
 
-eng_status qn_weights_load(qn_model *m, const qn_model_params *p)
+/* embed_tokens (and lm_head): the whole table for world 1; else this rank's vocabulary rows plus
+ * one zero row (index Vr) for ids owned by other ranks. */
+static eng_status load_vocab(loader *ld)
 {
-    eng_status st = dims_init(m, p->tp_rank, p->tp_world > 0 ? p->tp_world : 1);
+    qn_model *m = ld->m;
+    const qn_dims *d = &m->d;
+    const eng_st_tensor *t, *sc;
+    eng_status st;
+    if ((st = req(ld, QN_T_EMBED, -1, -1, &t, &sc)) != ENG_OK) return st;
+    if (d->tp_world == 1) {
+        qn_weight_part pe = part_of(m, t, NULL, d->V, NULL, 0, 0);
+        if ((st = make_weight(ld, t->name, d->H, 1, 1, &pe, &m->embed)) != ENG_OK) return st;
+    } else {
+        m->h_zero_row = host_keep(m, (size_t)d->H * sizeof(float));
+        if (!m->h_zero_row) return eng_err_set(ENG_ERR_NOMEM, "out of memory");
+        memset(m->h_zero_row, 0, (size_t)d->H * sizeof(float));
+        qn_weight_part pe[2] = {part_of(m, t, NULL, d->Vr, NULL, d->v0, 0), {0}};
+        pe[1].name = "(zero row)";
+        pe[1].dtype = ENG_DTYPE_F32;
+        pe[1].data = m->h_zero_row;
+        pe[1].src_rows = 1;
+        pe[1].src_cols = d->H;
+        pe[1].n_rows = 1;
+        if ((st = make_weight(ld, t->name, d->H, 1, 2, pe, &m->embed)) != ENG_OK) return st;
+    }
+    if (m->cfg.tie_word_embeddings) {
+        m->lm_head = m->embed;
+        return ENG_OK;
+    }
+    return simple_weight(ld, QN_T_LM_HEAD, -1, d->v0, d->Vr, 0, d->H, &m->lm_head);
+}
+
+eng_status qn_weights_load(qn_model *m, int rank, int world, bool progress)
+{
+    eng_status st = dims_init(m, rank, world);
     if (st != ENG_OK) return st;
     const qn_dims *d = &m->d;
     loader ld = {.m = m};
@@ -411,23 +566,13 @@ eng_status qn_weights_load(qn_model *m, const qn_model_params *p)
         if (strncmp(t->name, "mtp.", 4) != 0) total += t->n_bytes;
     }
     eng_progress_begin(&ld.pg, "loading weights", total, true);
-    if (!p->progress) ld.pg.enabled = false;
+    if (!progress) ld.pg.enabled = false;
     m->layers = eng_calloc((size_t)d->n_layers, sizeof *m->layers);
     if (!m->layers) {
         st = eng_err_set(ENG_ERR_NOMEM, "out of memory");
         goto out;
     }
-    const eng_st_tensor *t, *sc;
-    if ((st = req(&ld, QN_T_EMBED, -1, -1, &t, &sc)) != ENG_OK) goto out;
-    {
-        qn_weight_part pe = part_of(m, t, NULL, d->V, NULL, 0, 0);
-        if ((st = make_weight(&ld, t->name, d->H, 1, 1, &pe, &m->embed)) != ENG_OK) goto out;
-    }
-    if (m->cfg.tie_word_embeddings) {
-        m->lm_head = m->embed;
-    } else if ((st = simple_weight(&ld, QN_T_LM_HEAD, -1, 0, d->V, 0, d->H, &m->lm_head)) != ENG_OK) {
-        goto out;
-    }
+    if ((st = load_vocab(&ld)) != ENG_OK) goto out;
     if ((st = vec(&ld, QN_T_FINAL_NORM, -1, 1.0f, &m->d_final_norm)) != ENG_OK) goto out;
     int n_lin = 0, n_full = 0;
     for (int l = 0; l < d->n_layers; l++) {
@@ -487,4 +632,9 @@ void qn_weights_free(qn_model *m)
     if (m->lm_head != m->embed) free_weight(m, m->lm_head);
     free_weight(m, m->embed);
     m->lm_head = m->embed = NULL;
+    for (int i = 0; i < m->n_hbufs; i++) eng_free_aligned(m->hbufs[i]);
+    eng_free(m->hbufs);
+    m->hbufs = NULL;
+    m->n_hbufs = m->cap_hbufs = 0;
+    m->h_zero_row = NULL;
 }
