@@ -222,6 +222,26 @@ struct eng_backend {
 
     /* out[i] = x[rows[i]] for i < n (rows: host). x: device [.][ldx]; out: device [n][cols]. */
     void (*get_rows)(void *ctx, const float *x, int64_t ldx, int cols, const int32_t *rows, int n, float *out);
+
+    /* ---- optional: NULL when a backend has no use for them (the CPU backend) ---- */
+    /* Bracket one forward step (every op call of one qn_model_forward). `seqs` [n_seqs] is the
+     * step's sequence array: the array every sequence op of the step receives, or one with equal
+     * content; T its rows. A backend stages the descriptors once per step, and when `key` != 0 and
+     * the step is decode-only (every n_new == 1) it may capture the step as a CUDA graph and
+     * replay it on later steps with the same (key, T, n_seqs). So `key` != 0 promises: every step
+     * with this key, T and n_seqs calls the same ops in the same order with the same device
+     * pointers and sizes; only host data (token ids, positions, descriptors, block tables, row
+     * lists) differs. Between the two calls copy_d2h may complete only at step_end (the host data
+     * is valid after step_end returns), and synchronize is a no-op. Steps do not nest. */
+    void (*step_begin)(void *ctx, uint64_t key, const qn_seq_desc *seqs, int n_seqs, int T);
+    void (*step_end)(void *ctx);
+    /* Bytes this backend may allocate in all (its budget) and holds now: the engine sizes its KV
+     * blocks and state slots from the difference. */
+    void (*mem_info)(void *ctx, size_t *budget, size_t *used);
+    /* Before a model load: ENG_OK if `weight_bytes` (this rank's share of the checkpoint) fit the
+     * budget with room for activations and caches, else ENG_ERR_NOMEM with a detail saying how much
+     * is missing and what to try (FP8 checkpoint, more GPUs, a larger memory fraction). */
+    eng_status (*weights_fit)(void *ctx, uint64_t weight_bytes);
 };
 
 /* Destroys a backend (any kind). NULL-safe. */
