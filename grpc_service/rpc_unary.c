@@ -173,18 +173,18 @@ static void model_info_on_accept(gsvc_call *c)
     resp.vocab_size = mi.vocab_size;
     resp.device = str_or_empty(mi.device);
     resp.created_unix = c->srv->created_unix;
-    /* eng_model_info has no EOS list yet: report the Qwen end-of-turn / end-of-text tokens that
-     * Qwen3-Next's generation_config.json names, when the tokenizer has them. */
+    /* The engine's EOS ids (generation_config.json). An engine that reports none (the fake):
+     * the Qwen end-of-turn / end-of-text tokens, when the tokenizer has them. */
     int32_t eos[2];
     size_t n_eos = 0;
     const eng_tokenizer *tok = eng_get_tokenizer(e);
     static const char *eos_names[] = {"<|im_end|>", "<|endoftext|>"};
-    for (size_t i = 0; tok && i < 2; i++) {
+    for (size_t i = 0; tok && i < 2 && mi.n_eos_token_ids <= 0; i++) {
         int32_t id = eng_tokenizer_token_id(tok, eos_names[i]);
         if (id >= 0) eos[n_eos++] = id;
     }
-    resp.eos_token_ids = eos;
-    resp.n_eos_token_ids = n_eos;
+    resp.eos_token_ids = mi.n_eos_token_ids > 0 ? (int32_t *)mi.eos_token_ids : eos;
+    resp.n_eos_token_ids = mi.n_eos_token_ids > 0 ? (size_t)mi.n_eos_token_ids : n_eos;
     gsvc_call_send_reply(c, &resp.base);
 out:
     pthread_mutex_unlock(&c->mu);

@@ -5,7 +5,8 @@
 #   1. build/        RelWithDebInfo, -Werror; ctest: unit + golden suites
 #   2. build-asan/   the same code under AddressSanitizer + UndefinedBehaviorSanitizer; ctest: unit + golden
 #   3. build-fuzz/   clang + libFuzzer; each fuzz target runs briefly on its seed corpus
-#   4. e2e           pytest against qnext-engine / qnext-gateway started on free ports (when built)
+#   4. e2e           pytest against qnext-engine / qnext-gateway started on free ports (when built); the
+#                    API tests use the real engine on a demo model (build/demo-model), the rest the fakes
 # Environment: JOBS (default: nproc), QNEXT_VENV (see setup.sh), QNEXT_FUZZ_SECONDS (default 20),
 # QNEXT_SKIP (space-separated stage names to skip locally, e.g. "asan fuzz"; CI never sets it).
 set -euo pipefail
@@ -42,6 +43,24 @@ if [[ $skip != *" e2e "* ]] && [ -d tests/e2e ] && ls tests/e2e/test_*.py >/dev/
     stage "4. end-to-end tests (pytest)"
     if [ ! -x "$venv/bin/pytest" ]; then
         echo "test.sh: no pytest in $venv: run scripts/setup.sh first" >&2
+        exit 1
+    fi
+    # The engine-agnostic tests run against the real qnext-engine on the demo model (written once
+    # into build/demo-model, again whenever qnext is rebuilt); tests that need scripted output
+    # keep using the fakes. A small context and KV cache keep the engine's start-up cheap.
+    if [ -x build/bin/qnext-engine ]; then
+        if [ ! -f build/demo-model/config.json ] || [ build/bin/qnext -nt build/demo-model/config.json ]; then
+            rm -rf build/demo-model
+            build/bin/qnext demo-model --out build/demo-model
+        fi
+        export QNEXT_ENGINE_BIN="$PWD/build/bin/qnext-engine" QNEXT_ENGINE_MODEL="$PWD/build/demo-model"
+        export QNEXT_ENGINE_ARGS="${QNEXT_ENGINE_ARGS:---max-model-len 4096 --kv-cache-size 256M}"
+        # the engine's forced-output test hook: prompts with a tests/fixtures/engine/e2e_forced.json
+        # marker get real tool calls through the real parsers (no other prompt is affected)
+        export QNEXT_TEST_FORCED_OUTPUT="$PWD/tests/fixtures/engine/e2e_forced.json"
+        echo "test.sh: e2e against the real engine ($QNEXT_ENGINE_BIN, $QNEXT_ENGINE_MODEL)"
+    else
+        echo "test.sh: build/bin/qnext-engine was not built (is libgrpc-dev installed? run scripts/setup.sh)" >&2
         exit 1
     fi
     set +e

@@ -173,7 +173,8 @@ def engine_bin():
 def model_dir():
     m = os.environ.get("QNEXT_ENGINE_MODEL")
     if m:
-        return m
+        yield m  # a generator fixture must yield, even for a given folder
+        return
     d = make_model_dir()
     yield d
     shutil.rmtree(d, ignore_errors=True)

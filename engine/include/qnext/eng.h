@@ -48,13 +48,19 @@ typedef struct eng_config {
 
     /* caches */
     int kv_block_size;          /* tokens per KV block (default 16) */
-    size_t kv_cache_bytes;      /* KV cache budget; 0 = sized from max_running * max_model_len, capped at 4 GiB on CPU */
+    size_t kv_cache_bytes;      /* KV cache budget; 0 = sized from max_running * max_model_len, capped at 4 GiB on CPU
+                                   (a max_model_len taken from the model shrinks to what the cache holds) */
     int n_state_slots;          /* recurrent-state slots; 0 = max_running + 1 */
-    size_t prefix_cache_bytes;  /* prefix cache budget (state snapshots + pinned KV); 0 disables */
+    size_t prefix_cache_bytes;  /* prefix cache budget (host state snapshots + pinned KV blocks); 0 disables;
+                                   eng_config_init sets 1 GiB */
     int prefix_snapshot_every;  /* also snapshot every N prompt tokens of long prompts (default 1024) */
 
     double gpu_memory_fraction; /* CUDA: fraction of device memory to use (default 0.90) */
     bool batch_invariant;       /* kernels use a fixed reduction order per row (default true) */
+
+    const eng_tokenizer *tokenizer; /* optional: a loaded tokenizer to use instead of loading
+                                       model_dir/tokenizer.json (not owned; must outlive the engine;
+                                       lets several engines in one process share one) */
 } eng_config;
 
 /* Fills defaults (model_dir = NULL). */
@@ -82,7 +88,7 @@ typedef struct eng_sampling {
     float min_p;              /* < 0: model default; 0: off */
     float presence_penalty;   /* OpenAI semantics, -2..2 */
     float frequency_penalty;  /* -2..2 */
-    float repetition_penalty; /* HF semantics, 1 = off */
+    float repetition_penalty; /* HF semantics, 1 = off; <= 0: model default */
     bool has_seed;
     uint64_t seed;            /* per-request RNG seed (reproducible under any batch) */
     int n;                    /* choices (forks share the prompt state), 1..128 */
@@ -162,7 +168,8 @@ typedef struct eng_tool_delta {
 
 typedef struct eng_usage {
     int prompt_tokens;
-    int completion_tokens;
+    int completion_tokens;    /* generated tokens, counting an EOS / stop token that ended the choice
+                                 (that token is not emitted in ENG_EV_TOKENS; vLLM counts it too) */
     int cached_prompt_tokens; /* prompt tokens served by the prefix cache */
     int reasoning_tokens;
 } eng_usage;
@@ -211,9 +218,15 @@ eng_status eng_create(const eng_config *cfg, eng_engine **out);
 /* Frees everything. NULL-safe. No other call may be running on the engine. */
 void eng_destroy(eng_engine *e);
 
-/* Queues a request (thread-safe). The request and everything it points to are copied. Fails with
- * ENG_ERR_QUEUE_FULL when the queue is full, ENG_ERR_INVALID on bad parameters or a prompt that
- * cannot be rendered or exceeds the context (detail says why). */
+/* Queues a request (thread-safe, quick: no tokenization). The request and everything it points to
+ * are copied. Fails with ENG_ERR_QUEUE_FULL when the queue is full, ENG_ERR_INVALID on bad
+ * parameters (detail says why), including token-id prompts with ids outside the vocabulary or as
+ * long as the context. Text and chat prompts are tokenized / rendered by the step thread: one that
+ * cannot be rendered or exceeds the context ends with one ENG_EV_ERROR (ENG_ERR_INVALID) instead.
+ *
+ * TEST HOOK (off by default): when the environment variable QNEXT_TEST_FORCED_OUTPUT names a rules
+ * file at eng_create, requests whose prompt text contains a rule's marker emit that rule's tokens
+ * instead of sampling them (then sample normally); see engine/src/sched/engine_forced.c. */
 eng_status eng_submit(eng_engine *e, const eng_request *r, uint64_t *id);
 
 /* Cancels a request (thread-safe). Its slot, KV blocks and state are released within one step and
@@ -222,7 +235,12 @@ eng_status eng_cancel(eng_engine *e, uint64_t id);
 
 /* One engine iteration: admit, schedule, run the forward, sample, detokenize, parse, emit events.
  * Writes at most `cap` events into out (more are kept for the next call) and sets *n. Returns
- * ENG_OK when there was nothing to do as well (then *n = 0). Only one thread may call it. */
+ * ENG_OK when there was nothing to do as well (then *n = 0). Only one thread may call it.
+ * A failure of one request (a prompt that cannot be rendered, a sampler error, running out of
+ * memory for its text) is its ENG_EV_ERROR event, not an error return. An error return
+ * (ENG_ERR_NOMEM, ENG_ERR_INTERNAL, a device error) means the engine could not keep its state or
+ * its events consistent: the events written are still valid, but the caller should fail every
+ * open request and destroy the engine (eng_destroy releases everything in any state). */
 eng_status eng_step(eng_engine *e, eng_event *out, size_t cap, size_t *n);
 
 /* True if any request is queued, running, or has undelivered events. */
@@ -254,6 +272,9 @@ typedef struct eng_model_info {
     int max_model_len;
     int vocab_size;
     int tp;
+    const int32_t *eos_token_ids; /* n_eos_token_ids end-of-sequence ids (generation_config.json, then
+                                     config.json), owned by the engine; Qwen3-Next: 151645, 151643 */
+    int n_eos_token_ids;
 } eng_model_info;
 
 void eng_get_model_info(eng_engine *e, eng_model_info *out);
