@@ -439,7 +439,7 @@ static eng_status f_logit_bias(pctx *c, const cJSON *v)
         long long id = (*k >= '0' && *k <= '9') ? strtoll(k, &end, 10) : -1;
         if (id < 0 || *end || id > INT32_MAX || (c->lim->vocab_size > 0 && id >= c->lim->vocab_size))
             return BAD(c, "logit_bias", "'logit_bias' key '%.40s' is not a valid token id", k);
-        double b;
+        double b = 0;
         eng_status st = get_num(c, e, "logit_bias", -100, 100, &b);
         if (st) return st;
         c->r->bias_tokens[c->r->n_bias] = (int32_t)id;
@@ -609,7 +609,7 @@ static const field fields[] = {
 
 static eng_status set_float(pctx *c, const cJSON *v, const char *name, double lo, double hi, bool *has, float *out)
 {
-    double d;
+    double d = 0;
     eng_status st = get_num(c, v, name, lo, hi, &d);
     if (st) return st;
     *has = true;
@@ -622,7 +622,7 @@ static eng_status handle_field(pctx *c, const field *f, const cJSON *v)
     gw_request *r = c->r;
     const char *nm = f->name;
     int64_t i64;
-    double d;
+    double d = 0;
     eng_status st = ENG_OK;
     bool chat = r->api == GW_API_CHAT;
     switch (f->id) {

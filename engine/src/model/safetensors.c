@@ -1045,7 +1045,7 @@ out:
 static eng_status model_add_files(eng_st_model *m, const char *dir, char **names, size_t n)
 {
     m->files = eng_calloc(n ? n : 1, sizeof *m->files);
-    if (!m->files) return eng_err_set(ENG_ERR_NOMEM, "%s: out of memory", dir);
+    if (!m->files) return eng_err_set(ENG_ERR_NOMEM, "%s: out of memory", dir ? dir : names[0]);
     for (size_t i = 0; i < n; i++) {
         m->files[i].fd = -1;
         m->files[i].path = dir ? eng_path_join(dir, names[i]) : eng_strdup(names[i]);
