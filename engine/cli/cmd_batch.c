@@ -147,17 +147,21 @@ static bool map_body(breq *b, const cJSON *body, long max_tokens_default)
         if (cJSON_IsNull(f)) continue;
         if (!strcmp(k, "model")) {
             if (!cJSON_IsString(f)) return fail(b, "invalid_request", "model: must be a string%s", NULL);
+            free(b->model); /* a repeated key: the last one wins, as in Python's json */
             b->model = strdup(f->valuestring);
         } else if (!strcmp(k, "messages") && b->chat) {
             if (!cJSON_IsArray(f) || !cJSON_GetArraySize(f))
                 return fail(b, "invalid_request", "messages: must be a non-empty array%s", NULL);
+            free(b->messages);
             b->messages = cJSON_PrintUnformatted(f);
         } else if (!strcmp(k, "prompt") && !b->chat) {
             if (!cJSON_IsString(f) || !f->valuestring[0])
                 return fail(b, "invalid_request", "prompt: must be a non-empty string%s", NULL);
+            free(b->prompt);
             b->prompt = strdup(f->valuestring);
         } else if (!strcmp(k, "tools") && b->chat) {
             if (!cJSON_IsArray(f)) return fail(b, "invalid_request", "tools: must be an array%s", NULL);
+            free(b->tools);
             b->tools = cJSON_PrintUnformatted(f);
         } else if (!strcmp(k, "tool_choice")) {
             if (!cJSON_IsString(f) || strcmp(f->valuestring, "auto"))
@@ -165,6 +169,7 @@ static bool map_body(breq *b, const cJSON *body, long max_tokens_default)
         } else if (!strcmp(k, "chat_template_kwargs") && b->chat) {
             if (!cJSON_IsObject(f))
                 return fail(b, "invalid_request", "chat_template_kwargs: must be an object%s", NULL);
+            free(b->kwargs);
             b->kwargs = cJSON_PrintUnformatted(f);
         } else if (!strcmp(k, "max_tokens") || !strcmp(k, "max_completion_tokens")) {
             if (!int_in(f, 1, 1 << 24, &l))
@@ -225,6 +230,9 @@ static bool map_body(breq *b, const cJSON *body, long max_tokens_default)
             int n = cJSON_IsString(f) ? 1 : cJSON_IsArray(f) ? cJSON_GetArraySize(f) : -1;
             if (n < 0 || n > 16)
                 return fail(b, "invalid_request", "stop: a string or up to 16 strings%s", NULL);
+            for (int i = 0; i < b->n_stop; i++) free(b->stop[i]);
+            free(b->stop);
+            b->n_stop = 0;
             b->stop = calloc((size_t)n + 1, sizeof *b->stop);
             for (int i = 0; b->stop && i < n; i++) {
                 const cJSON *x = cJSON_IsString(f) ? f : cJSON_GetArrayItem(f, i);
@@ -237,6 +245,7 @@ static bool map_body(breq *b, const cJSON *body, long max_tokens_default)
         } else if (!strcmp(k, "stop_token_ids")) {
             int n = cJSON_IsArray(f) ? cJSON_GetArraySize(f) : -1;
             if (n < 0 || n > 64) return fail(b, "invalid_request", "stop_token_ids: up to 64 ids%s", NULL);
+            free(b->stop_ids);
             b->stop_ids = calloc((size_t)n + 1, sizeof *b->stop_ids);
             for (int i = 0; b->stop_ids && i < n; i++) {
                 if (!int_in(cJSON_GetArrayItem(f, i), 0, 1 << 30, &l))
@@ -249,6 +258,7 @@ static bool map_body(breq *b, const cJSON *body, long max_tokens_default)
             int n = cJSON_IsObject(f) ? cJSON_GetArraySize(f) : -1;
             if (n < 0 || n > 300)
                 return fail(b, "invalid_request", "logit_bias: an object of up to 300 entries%s", NULL);
+            free(b->bias);
             b->bias = calloc((size_t)n + 1, sizeof *b->bias);
             int i = 0;
             const cJSON *x;
