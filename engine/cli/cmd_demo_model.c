@@ -1,6 +1,7 @@
 /* cli/cmd_demo_model.c - `qnext demo-model`: writes a small random-weight Qwen3-Next (bf16 or
  * block-FP8) with config.json, generation_config.json and the real tokenizer files; the writer is
- * qn_demo_write (model/demo.h).
+ * qn_demo_write (model/demo.h). `--config FILE` writes random weights for the architecture of any
+ * Qwen3-Next config.json instead (the benchmark model, bench/model/config.json).
  *
  * Tokenizer files are found, in order, at --tokenizer-dir, $QNEXT_TOKENIZER_DIR, the installed
  * location <prefix>/share/qnext/tokenizer (next to <prefix>/bin/qnext), and the source tree's
@@ -21,13 +22,15 @@
 static void usage(FILE *f)
 {
     fprintf(f, "usage: qnext demo-model --out DIR [--seed S] [--dtype bf16|fp8] [--tokenizer-dir DIR | --no-tokenizer]\n"
-               "                        [--shard-mb N]\n"
+               "                        [--shard-mb N] [--config FILE]\n"
                "Writes a small random-weight Qwen3-Next (hidden 256, 8 layers, every 4th full attention, 8 experts,\n"
                "one MTP layer, vocab 151936) with the real tokenizer and the Instruct chat template.\n"
                "  --seed S          weights are a pure function of the seed (default 0)\n"
                "  --dtype fp8       block-FP8 e4m3 weights with 128x128 F32 scales, as the official FP8 checkpoint\n"
                "  --shard-mb N      shard size in MB with a model.safetensors.index.json (default 100; 0: one file)\n"
-               "  --tokenizer-dir   folder with tokenizer.json, tokenizer_config.json, chat_template.*.jinja\n");
+               "  --tokenizer-dir   folder with tokenizer.json, tokenizer_config.json, chat_template.*.jinja\n"
+               "  --config FILE     random weights for the architecture of this Qwen3-Next config.json instead (copied,\n"
+               "                    with a generation_config.json next to it if any; fp8 iff it has a quantization_config)\n");
 }
 
 static bool has_tokenizer(const char *dir)
@@ -126,6 +129,8 @@ int cmd_demo_model(int argc, char **argv)
             }
         } else if (!strcmp(a, "--tokenizer-dir") && has_val) {
             tok = argv[++i];
+        } else if (!strcmp(a, "--config") && has_val) {
+            o.config_path = argv[++i];
         } else if (!strcmp(a, "--no-tokenizer")) {
             no_tok = true;
         } else if (!strcmp(a, "--shard-mb") && has_val) {
@@ -173,9 +178,10 @@ int cmd_demo_model(int argc, char **argv)
     }
     char params[32], bytes[32];
     fmt_count(s.n_params, params, sizeof params);
-    printf("qnext: wrote a demo Qwen3-Next (%s, seed %llu) to %s: 8 layers (6 linear + 2 full attention) + 1 MTP layer, "
-           "8 experts top-2, %s params in %zu tensors, %d shard%s, %s, %s, %.1f s\n",
-           o.fp8 ? "fp8" : "bf16", (unsigned long long)o.seed, o.out_dir, params, s.n_tensors, s.n_shards, s.n_shards == 1 ? "" : "s",
+    printf("qnext: wrote a demo Qwen3-Next (%s, seed %llu) to %s: %d layers (%d linear + %d full attention) + %d MTP layer%s, "
+           "%d experts top-%d, %s params in %zu tensors, %d shard%s, %s, %s, %.1f s\n",
+           s.fp8 ? "fp8" : "bf16", (unsigned long long)o.seed, o.out_dir, s.n_layers, s.n_linear, s.n_full, s.n_mtp,
+           s.n_mtp == 1 ? "" : "s", s.n_experts, s.top_k, params, s.n_tensors, s.n_shards, s.n_shards == 1 ? "" : "s",
            eng_fmt_bytes((double)s.n_bytes, bytes, sizeof bytes), o.tokenizer_dir ? "with tokenizer" : "no tokenizer",
            eng_now_s() - t0);
     return 0;

@@ -350,6 +350,8 @@ static void free_scratch(cpu_ctx *c)
     eng_free(c->moe_off);
     eng_free(c->moe_active);
     eng_free(c->moe_task0);
+    eng_free(c->attn_task0);
+    c->attn_task0 = NULL;
     c->moe_x = c->moe_gu = c->moe_act = c->moe_y = NULL;
     c->moe_pair_tok = c->moe_pair_slot = c->moe_inv = c->moe_cnt = c->moe_off = c->moe_active = c->moe_task0 = NULL;
     c->moe_pairs_cap = 0;
@@ -388,8 +390,11 @@ static eng_status cpu_reserve(void *ctx, const qn_op_limits *req)
     if (a > per) per = a;
     size_t rowbuf = (size_t)imax(lim.hidden, 1) + 64; /* embed conversions etc. */
     if (rowbuf > per) per = rowbuf;
+    c->attn_task0 = NULL;
     c->scratch = eng_calloc((size_t)c->n_threads, sizeof *c->scratch);
     if (!c->scratch) goto oom;
+    c->attn_task0 = eng_malloc(((size_t)imax(lim.max_tokens, 1) + 1) * sizeof *c->attn_task0);
+    if (!c->attn_task0) goto oom;
     for (int i = 0; i < c->n_threads; i++) {
         c->scratch[i].buf = eng_malloc_aligned(per * sizeof(float));
         if (!c->scratch[i].buf) goto oom;
@@ -430,6 +435,7 @@ static void cpu_destroy(eng_backend *be)
     if (!be) return;
     cpu_ctx *c = be->ctx;
     if (c) {
+        cpu_prof_report(c);
         free_scratch(c);
         eng_threadpool_destroy(c->pool);
         eng_free(c);
@@ -508,6 +514,10 @@ eng_status eng_backend_cpu_create(const eng_cpu_options *opt, eng_backend **out)
     be->moe_route = cpu_op_moe_route;
     be->moe_experts = cpu_op_moe_experts;
     be->get_rows = cpu_op_get_rows;
+    if (!cpu_prof_wrap(c, be)) {
+        st = eng_err_set(ENG_ERR_NOMEM, "cpu backend: out of memory");
+        goto fail;
+    }
     /* a minimal reserve so ops with small shapes work without an explicit call (tests) */
     qn_op_limits lim = {.max_tokens = 1, .hidden = 1};
     if ((st = cpu_reserve(c, &lim)) != ENG_OK) goto fail;

@@ -12,7 +12,8 @@
 #include "core/threadpool.h"
 #include "cpu/cpu_kernels.h"
 
-#define CPU_ROWS_PER_TASK 16 /* weight rows per matmul task (a multiple of the 4-row tile) */
+#define CPU_ROWS_PER_TASK 16 /* weight rows per matmul task (a multiple of the 8- and 4-row tiles) */
+#define CPU_MAX_GROUP 8      /* row tasks one pool task may run for few-token matmuls */
 #define CPU_GDN_CHUNK 64     /* chunk length of the chunked delta rule */
 #define CPU_ATTN_BLOCK 64    /* context positions per online-softmax block */
 
@@ -44,6 +45,8 @@ typedef struct cpu_scratch {
     size_t n_floats;
 } cpu_scratch;
 
+typedef struct cpu_prof cpu_prof; /* cpu_profile.c */
+
 typedef struct cpu_ctx {
     eng_threadpool *pool;
     int n_threads;
@@ -56,8 +59,10 @@ typedef struct cpu_ctx {
     /* MoE workspace (sized for lim.max_tokens * lim.top_k pairs) */
     float *moe_x, *moe_gu, *moe_act, *moe_y;
     int32_t *moe_pair_tok, *moe_pair_slot, *moe_inv, *moe_cnt, *moe_off, *moe_active, *moe_task0;
+    int32_t *attn_task0;  /* [max_tokens + 1] first attention task of each sequence */
     size_t moe_pairs_cap;
     int moe_experts_cap;
+    cpu_prof *prof;       /* per-op timers (QNEXT_CPU_PROFILE), or NULL */
 } cpu_ctx;
 
 static inline const cpu_weight *cpu_w(const qn_weight *w)
@@ -102,6 +107,11 @@ void cpu_op_moe_route(void *ctx, const float *logits, int64_t ldl, int T, int n_
 void cpu_op_moe_experts(void *ctx, const qn_weight *gate_up, const qn_weight *down, int inter, const float *x, int T,
                         int H, const int32_t *idx, const float *wt, int top_k, const float *shared,
                         const float *shared_gate, int64_t ld_sg, float *out);
+
+/* Per-op timers (cpu_profile.c): wraps be's ops when QNEXT_CPU_PROFILE is set (false: out of
+ * memory); report prints the table to stderr and frees it (no-op without timers). */
+bool cpu_prof_wrap(cpu_ctx *c, eng_backend *be);
+void cpu_prof_report(cpu_ctx *c);
 
 /* Scratch floats each thread needs for the given limits. */
 size_t cpu_gdn_scratch_floats(const qn_op_limits *lim);

@@ -37,8 +37,22 @@ typedef struct cpu_kernels {
     float (*dot)(const float *a, const float *b, int n);
     /* y += a * x */
     void (*axpy)(float *y, float a, const float *x, int n);
+    /* y = a * x + b * y */
+    void (*axpby)(float *y, float a, const float *x, float b, int n);
     /* out[k] = W[r][k] as f32 */
     void (*row_f32)(const cpu_wpart *p, int64_t r, int64_t K, float *out);
+    /* C[i][n] (+)= sum_{a < Kd} A[i][a] B[a][n], i < M, n < N, row-major with leading dimensions;
+     * acc: accumulate into C, else overwrite; tri: A[i][a] = 0 for a > i (those terms skipped).
+     * Each element is one multiply-add chain over a in increasing order, whatever M, N or the
+     * tiling (the chunked GDN's matrix products). */
+    void (*mm)(float *C, int64_t ldc, const float *A, int64_t lda, const float *B, int64_t ldb, int M, int N,
+               int Kd, bool acc, bool tri);
+    /* Elementwise y = e^x, x / (1 + e^-x), 1 / (1 + e^-x) (y may alias x). The SIMD tables use a
+     * polynomial exp (within 2 ulp of expf), the same on every lane and tail element, so a value
+     * depends only on its input. */
+    void (*expv)(float *y, const float *x, int n);
+    void (*silu)(float *y, const float *x, int n);
+    void (*sigmoid)(float *y, const float *x, int n);
 } cpu_kernels;
 
 extern const cpu_kernels cpu_kernels_scalar;

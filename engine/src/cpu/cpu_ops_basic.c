@@ -17,14 +17,19 @@ typedef struct mm_job {
     int T;
     float *y;
     int64_t ldy;
+    int group, n_tasks; /* row tasks per pool task, row tasks in all */
 } mm_job;
 
+/* Pool task i runs the weight's row tasks [i * group, (i + 1) * group). */
 static void mm_task(void *arg, int i, int thread)
 {
     (void)thread;
     const mm_job *j = arg;
-    const cpu_task *t = &j->tasks[i];
-    j->k->gemm(&j->w->parts[t->part], t->r0, t->r1, j->w->cols, j->x, j->ldx, j->T, j->y, j->ldy);
+    const int t1 = (i + 1) * j->group < j->n_tasks ? (i + 1) * j->group : j->n_tasks;
+    for (int ti = i * j->group; ti < t1; ti++) {
+        const cpu_task *t = &j->tasks[ti];
+        j->k->gemm(&j->w->parts[t->part], t->r0, t->r1, j->w->cols, j->x, j->ldx, j->T, j->y, j->ldy);
+    }
 }
 
 void cpu_matmul_rows(cpu_ctx *c, const cpu_weight *w, int mat, const float *x, int64_t ldx, int T, float *y,
@@ -32,8 +37,17 @@ void cpu_matmul_rows(cpu_ctx *c, const cpu_weight *w, int mat, const float *x, i
 {
     CPU_ASSERT(mat >= 0 && mat < w->n_mats);
     if (T <= 0) return;
-    mm_job j = {c->k, w, w->tasks + w->mat_task0[mat], x, ldx, T, y, ldy};
-    cpu_run(c, w->mat_task0[mat + 1] - w->mat_task0[mat], mm_task, &j, (double)w->rows * (double)w->cols * T);
+    const int n = w->mat_task0[mat + 1] - w->mat_task0[mat];
+    /* Few tokens: a row task is a few microseconds of streaming, so hand them out in groups (at
+     * least 8 groups per thread for balance). Row tasks are independent, so grouping changes no
+     * result. */
+    int group = 1;
+    if (T <= 4) {
+        group = n / (8 * c->n_threads);
+        group = group < 1 ? 1 : group > CPU_MAX_GROUP ? CPU_MAX_GROUP : group;
+    }
+    mm_job j = {c->k, w, w->tasks + w->mat_task0[mat], x, ldx, T, y, ldy, group, n};
+    cpu_run(c, (n + group - 1) / group, mm_task, &j, (double)w->rows * (double)w->cols * T);
 }
 
 void cpu_op_matmul(void *ctx, const qn_weight *w, int mat, const float *x, int64_t ldx, int T, float *y, int64_t ldy)
@@ -146,6 +160,7 @@ void cpu_op_add(void *ctx, float *x, const float *delta, int T, int n)
 }
 
 typedef struct silu_job {
+    const cpu_kernels *k;
     const float *gu;
     int64_t ldgu;
     int T, inter, per;
@@ -160,14 +175,15 @@ static void silu_task(void *arg, int task, int thread)
     for (int t = task * j->per; t < t1; t++) {
         const float *g = j->gu + (size_t)t * j->ldgu, *u = g + j->inter;
         float *o = j->out + (size_t)t * j->inter;
-        for (int i = 0; i < j->inter; i++) o[i] = cpu_silu(g[i]) * u[i];
+        j->k->silu(o, g, j->inter);
+        for (int i = 0; i < j->inter; i++) o[i] *= u[i];
     }
 }
 
 void cpu_op_silu_mul(void *ctx, const float *gu, int64_t ldgu, int T, int inter, float *out)
 {
     cpu_ctx *c = ctx;
-    silu_job j = {gu, ldgu, T, inter, rows_per_task(inter), out};
+    silu_job j = {c->k, gu, ldgu, T, inter, rows_per_task(inter), out};
     cpu_run(c, (T + j.per - 1) / j.per, silu_task, &j, 4.0 * T * inter);
 }
 

@@ -4,11 +4,13 @@
  *
  * Delta rule, per value head h with K-head h / (Hv/Hk), state S [dk][dv] (row kd is a dv vector):
  *   recurrent:  S *= exp(g); u = S^T k; d = beta (v - u); S += k d^T; o = S^T q
+ *               (computed as one read pass for S^T k and S^T q, then one update pass)
  *   chunked (section 3.5.6), chunks of up to 64 tokens whose boundaries are the multiples of 64 of
  *   the absolute position: gamma = cumsum(g); L_ij = beta_i (k_i.k_j) exp(gamma_i - gamma_j) (i > j);
  *   U = (I+L)^-1 diag(beta) V; W = (I+L)^-1 diag(beta exp(gamma)) K; U' = U - W S;
  *   O_i = exp(gamma_i) q_i S + sum_{j<=i} (q_i.k_j) exp(gamma_i - gamma_j) U'_j;
- *   S = exp(gamma_last) S + sum_i exp(gamma_last - gamma_i) k_i U'_i^T.
+ *   S = exp(gamma_last) S + sum_i exp(gamma_last - gamma_i) k_i U'_i^T,
+ *   all as small matrix products (the kernel table's mm) with (I+L)^-1 formed explicitly.
  * q and k are L2-normalised (x / sqrt(sum x^2 + 1e-6)) and q scaled by dk^-0.5 first. Every sum
  * runs in a fixed order over the sequence's own tokens, so results are independent of the batch.
  */
@@ -22,6 +24,7 @@
 /* ==== conv ==================================================================================== */
 
 typedef struct conv_job {
+    const cpu_kernels *k;
     const qn_seq_desc *seqs;
     const float *x, *w;
     int64_t ldx;
@@ -54,7 +57,7 @@ static void conv_task(void *arg, int task, int thread)
             const float *wt = j->w + (size_t)tap * C + c0;
             for (int c = 0; c < nc; c++) o[c] += wt[c] * src[c];
         }
-        for (int c = 0; c < nc; c++) o[c] = cpu_silu(o[c]);
+        j->k->silu(o, o, nc);
     }
     /* New state: the last K-1 inputs. Row i takes input n_new-(K-1)+i, which is either a new
      * input or the old state row i + n_new > i, not yet overwritten. */
@@ -75,7 +78,7 @@ void cpu_op_gdn_conv(void *ctx, const qn_seq_desc *seqs, int n_seqs, const float
 {
     cpu_ctx *c = ctx;
     CPU_ASSERT(conv_dim == st->conv_dim && d->conv_k == st->conv_k && d->layer >= 0 && d->layer < st->n_layers);
-    conv_job j = {seqs, x, w, ldx, conv_dim, (conv_dim + CONV_BLOCK - 1) / CONV_BLOCK, d, st, out};
+    conv_job j = {c->k, seqs, x, w, ldx, conv_dim, (conv_dim + CONV_BLOCK - 1) / CONV_BLOCK, d, st, out};
     double rows = 0;
     for (int i = 0; i < n_seqs; i++) rows += seqs[i].n_new;
     cpu_run(c, n_seqs * j.n_blocks, conv_task, &j, rows * conv_dim * d->conv_k);
@@ -104,7 +107,7 @@ size_t cpu_gdn_scratch_floats(const qn_op_limits *lim)
 {
     if (lim->gdn_dk <= 0 || lim->gdn_dv <= 0) return 0;
     size_t dk = (size_t)lim->gdn_dk, dv = (size_t)lim->gdn_dv, C = CPU_GDN_CHUNK;
-    return C * (3 * dk + 2 * dv) + 2 * C * C + 3 * C + 2 * dv + 64;
+    return C * (5 * dk + 2 * dv) + 3 * C * C + 3 * C + 2 * dv + 64;
 }
 
 typedef struct gdn_job {
@@ -124,6 +127,9 @@ static void l2norm(const cpu_kernels *k, const float *x, int n, float scale, flo
     for (int i = 0; i < n; i++) dst[i] = (x[i] * inv) * scale;
 }
 
+/* One token: with S' = e^g S + k d^T and d = beta (v - e^g S^T k),
+ *   o = S'^T q = e^g S^T q + d (k . q),
+ * so one read pass over S gives S^T k and S^T q, and one read-write pass applies the update. */
 static void gdn_recurrent(const gdn_job *j, const qn_seq_desc *s, int h, float *S, float *sc)
 {
     const cpu_kernels *k = j->k;
@@ -138,39 +144,44 @@ static void gdn_recurrent(const gdn_job *j, const qn_seq_desc *s, int h, float *
     const float *v = row + 2 * d->n_k_heads * dk + h * dv;
     const float decay = expf(j->g[t * Hv + h]), beta = j->beta[t * Hv + h];
     memset(u, 0, (size_t)dv * sizeof *u);
-    for (int a = 0; a < dk; a++) {
-        float *Sr = S + (size_t)a * dv;
-        for (int b = 0; b < dv; b++) Sr[b] *= decay;
-        k->axpy(u, kk[a], Sr, dv);
-    }
-    for (int b = 0; b < dv; b++) u[b] = (v[b] - u[b]) * beta; /* u becomes the delta */
     memset(o, 0, (size_t)dv * sizeof *o);
     for (int a = 0; a < dk; a++) {
-        float *Sr = S + (size_t)a * dv;
-        k->axpy(Sr, kk[a], u, dv);
+        const float *Sr = S + (size_t)a * dv;
+        k->axpy(u, kk[a], Sr, dv);
         k->axpy(o, q[a], Sr, dv);
     }
+    const float kq = k->dot(kk, q, dk);
+    for (int b = 0; b < dv; b++) u[b] = (v[b] - decay * u[b]) * beta; /* u becomes the delta d */
+    for (int b = 0; b < dv; b++) o[b] = decay * o[b] + kq * u[b];
+    for (int a = 0; a < dk; a++) k->axpby(S + (size_t)a * dv, kk[a], u, decay, dv);
     memcpy(j->out + t * (size_t)(Hv * dv) + (size_t)h * dv, o, (size_t)dv * sizeof *o);
 }
 
-/* One chunk of m tokens starting at batch row r0. */
+/* One chunk of m tokens starting at batch row r0, as matrix products (the WY form):
+ *   A = Q K^T, B = K K^T (m x m); P = A o D (lower with diagonal), L = diag(beta) B o D (strictly
+ *   lower), D_ij = exp(gamma_i - gamma_j); T = (I + L)^-1 by rows;
+ *   U = T diag(beta) V; W = T diag(beta e^gamma) K; U' = U - W S;
+ *   O = diag(e^gamma) Q S + P U';  S = e^gamma_last S + (diag(e^(gamma_last - gamma)) K)^T U'.
+ * The products run on the kernel table's mm (fixed order per element), so the result depends only
+ * on this chunk's tokens and the incoming state. */
 static void gdn_chunk(const gdn_job *j, int r0, int m, int h, float *S, float *sc)
 {
     const cpu_kernels *k = j->k;
     const qn_gdn_dims *d = j->d;
     const int dk = d->dk, dv = d->dv, Hv = d->n_v_heads, Hk = d->n_k_heads, kh = h / (Hv / Hk);
     const int C = 2 * Hk * dk + Hv * dv;
-    const int CH = CPU_GDN_CHUNK;
-    float *Q = sc;                 /* [CH][dk] normalised, scaled queries */
-    float *K = Q + CH * dk;        /* [CH][dk] normalised keys */
-    float *W = K + CH * dk;        /* [CH][dk] */
-    float *U = W + CH * dk;        /* [CH][dv] */
-    float *Ut = U + CH * dv;       /* [CH][dv] */
-    float *L = Ut + CH * dv;       /* [CH][CH] */
-    float *P = L + CH * CH;        /* [CH][CH] */
-    float *gam = P + CH * CH;      /* [CH] */
-    float *bet = gam + CH;         /* [CH] */
-    float *o = bet + CH;           /* [dv] */
+    const int CH = CPU_GDN_CHUNK, mp = (m + 15) & ~15; /* mp: m rounded up to whole vectors */
+    float *Q = sc;            /* [CH][dk] normalised, scaled queries (later times e^gamma) */
+    float *K = Q + CH * dk;   /* [CH][dk] normalised keys */
+    float *KT = K + CH * dk;  /* [dk][CH] K transposed, columns m..mp-1 zero (later decayed) */
+    float *Kb = KT + dk * CH; /* [CH][dk] diag(beta e^gamma) K */
+    float *W = Kb + CH * dk;  /* [CH][dk] -T Kb */
+    float *Vb = W + CH * dk;  /* [CH][dv] diag(beta) V, later O */
+    float *U = Vb + CH * dv;  /* [CH][dv] T Vb, then U' */
+    float *P = U + CH * dv;   /* [CH][CH] */
+    float *L = P + CH * CH;   /* [CH][CH] */
+    float *Tm = L + CH * CH;  /* [CH][CH] (I + L)^-1 */
+    float *gam = Tm + CH * CH, *bet = gam + CH, *eg = bet + CH; /* [CH] gamma, beta, e^gamma */
     const float qscale = 1.0f / sqrtf((float)dk);
     float acc = 0.0f;
     for (int i = 0; i < m; i++) {
@@ -182,48 +193,57 @@ static void gdn_chunk(const gdn_job *j, int r0, int m, int h, float *S, float *s
         gam[i] = acc;
         bet[i] = j->beta[t * Hv + h];
     }
-    /* L (strictly lower) and P (lower with diagonal) */
-    for (int i = 0; i < m; i++) {
-        for (int jj = 0; jj <= i; jj++) {
-            const float dec = expf(gam[i] - gam[jj]);
-            P[i * CH + jj] = k->dot(Q + i * dk, K + jj * dk, dk) * dec;
-            if (jj < i) L[i * CH + jj] = bet[i] * k->dot(K + i * dk, K + jj * dk, dk) * dec;
-        }
+    for (int a = 0; a < dk; a++)
+        for (int i = 0; i < mp; i++) KT[a * CH + i] = i < m ? K[i * dk + a] : 0.0f;
+    /* only the lower triangle is used: rows [i0, i0 + 16) need columns < i0 + 16 */
+    for (int i0 = 0; i0 < m; i0 += 16) {
+        const int mr = m - i0 < 16 ? m - i0 : 16, nc = i0 + 16 < mp ? i0 + 16 : mp;
+        k->mm(P + i0 * CH, CH, Q + i0 * dk, dk, KT, CH, mr, nc, dk, false, false);
+        k->mm(L + i0 * CH, CH, K + i0 * dk, dk, KT, CH, mr, nc, dk, false, false);
     }
-    /* forward substitution: U_i = beta_i v_i - sum_{j<i} L_ij U_j; W_i = beta_i e^gamma_i k_i - ... */
+    for (int i = 0; i < m; i++) {
+        float *Pi = P + i * CH, *Li = L + i * CH, *dec = Tm + i * CH; /* Tm's row i as scratch */
+        for (int jj = 0; jj <= i; jj++) dec[jj] = gam[i] - gam[jj];
+        k->expv(dec, dec, i + 1);
+        for (int jj = 0; jj <= i; jj++) {
+            Pi[jj] *= dec[jj];
+            Li[jj] = jj < i ? bet[i] * Li[jj] * dec[jj] : 0.0f;
+        }
+        for (int jj = i + 1; jj < mp; jj++) Pi[jj] = Li[jj] = 0.0f;
+    }
+    /* T = (I + L)^-1: row i = e_i - sum_{j<i} L_ij T_j (row j is zero beyond column j) */
+    for (int i = 0; i < m; i++) {
+        float *Ti = Tm + i * CH;
+        memset(Ti, 0, (size_t)mp * sizeof *Ti);
+        Ti[i] = 1.0f;
+        for (int jj = 0; jj < i; jj++) k->axpy(Ti, -L[i * CH + jj], Tm + jj * CH, jj + 1);
+    }
+    k->expv(eg, gam, m);
     for (int i = 0; i < m; i++) {
         const float *v = j->qkv + (size_t)(r0 + i) * C + 2 * Hk * dk + h * dv;
-        float *Ui = U + i * dv, *Wi = W + i * dk;
-        const float eg = expf(gam[i]);
-        for (int b = 0; b < dv; b++) Ui[b] = v[b] * bet[i];
-        for (int a = 0; a < dk; a++) Wi[a] = K[i * dk + a] * (bet[i] * eg);
-        for (int jj = 0; jj < i; jj++) {
-            k->axpy(Ui, -L[i * CH + jj], U + jj * dv, dv);
-            k->axpy(Wi, -L[i * CH + jj], W + jj * dk, dk);
-        }
+        const float eb = bet[i] * eg[i];
+        for (int b = 0; b < dv; b++) Vb[i * dv + b] = v[b] * bet[i];
+        for (int a = 0; a < dk; a++) Kb[i * dk + a] = K[i * dk + a] * eb;
     }
-    /* U' = U - W S */
-    for (int i = 0; i < m; i++) {
-        float *Uti = Ut + i * dv;
-        memcpy(Uti, U + i * dv, (size_t)dv * sizeof *Uti);
-        for (int a = 0; a < dk; a++) k->axpy(Uti, -W[i * dk + a], S + (size_t)a * dv, dv);
-    }
-    /* outputs */
-    for (int i = 0; i < m; i++) {
-        memset(o, 0, (size_t)dv * sizeof *o);
-        const float eg = expf(gam[i]);
-        for (int a = 0; a < dk; a++) k->axpy(o, Q[i * dk + a] * eg, S + (size_t)a * dv, dv);
-        for (int jj = 0; jj <= i; jj++) k->axpy(o, P[i * CH + jj], Ut + jj * dv, dv);
-        memcpy(j->out + (size_t)(r0 + i) * (size_t)(Hv * dv) + (size_t)h * dv, o, (size_t)dv * sizeof *o);
-    }
+    k->mm(U, dv, Tm, CH, Vb, dv, m, dv, m, false, true);
+    k->mm(W, dk, Tm, CH, Kb, dk, m, dk, m, false, true);
+    for (int i = 0; i < m * dk; i++) W[i] = -W[i];
+    k->mm(U, dv, W, dk, S, dv, m, dv, dk, true, false); /* U' = U - W S */
+    for (int i = 0; i < m; i++)
+        for (int a = 0; a < dk; a++) Q[i * dk + a] *= eg[i];
+    float *O = Vb;
+    k->mm(O, dv, Q, dk, S, dv, m, dv, dk, false, false);
+    k->mm(O, dv, P, CH, U, dv, m, dv, m, true, true);
+    for (int i = 0; i < m; i++)
+        memcpy(j->out + (size_t)(r0 + i) * (size_t)(Hv * dv) + (size_t)h * dv, O + i * dv, (size_t)dv * sizeof *O);
     /* state */
-    const float glast = gam[m - 1], dlast = expf(glast);
-    for (int i = 0; i < m; i++) bet[i] = expf(glast - gam[i]); /* reuse: per-token key decay */
-    for (int a = 0; a < dk; a++) {
-        float *Sr = S + (size_t)a * dv;
-        for (int b = 0; b < dv; b++) Sr[b] *= dlast;
-        for (int i = 0; i < m; i++) k->axpy(Sr, K[i * dk + a] * bet[i], Ut + i * dv, dv);
-    }
+    const float glast = gam[m - 1], dlast = eg[m - 1];
+    for (int i = 0; i < m; i++) bet[i] = glast - gam[i]; /* reuse: per-token key decay */
+    k->expv(bet, bet, m);
+    for (int a = 0; a < dk; a++)
+        for (int i = 0; i < m; i++) KT[a * CH + i] *= bet[i];
+    for (size_t i = 0; i < (size_t)dk * dv; i++) S[i] *= dlast;
+    k->mm(S, dv, KT, CH, U, dv, dk, dv, m, true, false);
 }
 
 static void gdn_task(void *arg, int task, int thread)
@@ -264,6 +284,8 @@ void cpu_op_gdn(void *ctx, const qn_seq_desc *seqs, int n_seqs, const float *qkv
     cpu_run(c, n_seqs * d->n_v_heads, gdn_task, &j, 8.0 * rows * d->n_v_heads * d->dk * d->dv);
 }
 
+#define GNORM_CHUNK 256 /* SiLU(z) values computed at a time */
+
 /* ==== gated RMSNorm =========================================================================== */
 
 typedef struct gnorm_job {
@@ -284,7 +306,12 @@ static void gnorm_task(void *arg, int t, int thread)
         const float *x = j->o + off, *z = j->z + (size_t)t * j->ldz + (size_t)h * j->dv;
         float *y = j->out + off;
         float r = 1.0f / sqrtf(j->k->dot(x, x, j->dv) / (float)j->dv + j->eps);
-        for (int i = 0; i < j->dv; i++) y[i] = (j->w[i] * (x[i] * r)) * cpu_silu(z[i]);
+        for (int i0 = 0; i0 < j->dv; i0 += GNORM_CHUNK) {
+            float sz[GNORM_CHUNK];
+            const int n = j->dv - i0 < GNORM_CHUNK ? j->dv - i0 : GNORM_CHUNK;
+            j->k->silu(sz, z + i0, n);
+            for (int i = i0; i < i0 + n; i++) y[i] = (j->w[i] * (x[i] * r)) * sz[i - i0];
+        }
     }
 }
 

@@ -80,6 +80,7 @@ typedef struct moe_job {
     int64_t ld_sg;
     const float *src_x;
     float *out;
+    int group, n_flat; /* GEMM passes: (expert, row task) pairs per pool task, pairs in all */
 } moe_job;
 
 static void gather_task(void *arg, int p, int thread)
@@ -90,22 +91,27 @@ static void gather_task(void *arg, int p, int thread)
     memcpy(c->moe_x + (size_t)p * j->H, j->src_x + (size_t)c->moe_pair_tok[p] * j->H, (size_t)j->H * sizeof(float));
 }
 
+/* Pool task i runs the flattened (active expert, row task) pairs [i * group, (i + 1) * group). */
 static void expert_gemm_task(void *arg, int task, int thread)
 {
     (void)thread;
     const moe_job *j = arg;
     const cpu_ctx *c = j->c;
-    int lo = 0, hi = j->n_active - 1; /* the active expert owning this task */
+    const int f0 = task * j->group, f1 = f0 + j->group < j->n_flat ? f0 + j->group : j->n_flat;
+    int lo = 0, hi = j->n_active - 1; /* the active expert owning pair f0 */
     while (lo < hi) {
         int mid = (lo + hi + 1) / 2;
-        if (c->moe_task0[mid] <= task) lo = mid;
+        if (c->moe_task0[mid] <= f0) lo = mid;
         else hi = mid - 1;
     }
-    const int e = c->moe_active[lo];
-    const cpu_task *t = &j->w->tasks[j->w->mat_task0[e] + (task - c->moe_task0[lo])];
-    const int p0 = c->moe_off[e], n = c->moe_off[e + 1] - p0;
-    c->k->gemm(&j->w->parts[t->part], t->r0, t->r1, j->w->cols, j->x + (size_t)p0 * j->ldx, j->ldx, n,
-               j->y + (size_t)p0 * j->ldy, j->ldy);
+    for (int f = f0; f < f1; f++) {
+        while (c->moe_task0[lo + 1] <= f) lo++;
+        const int e = c->moe_active[lo];
+        const cpu_task *t = &j->w->tasks[j->w->mat_task0[e] + (f - c->moe_task0[lo])];
+        const int p0 = c->moe_off[e], n = c->moe_off[e + 1] - p0;
+        c->k->gemm(&j->w->parts[t->part], t->r0, t->r1, j->w->cols, j->x + (size_t)p0 * j->ldx, j->ldx, n,
+                   j->y + (size_t)p0 * j->ldy, j->ldy);
+    }
 }
 
 static void run_expert_gemms(moe_job *j)
@@ -118,7 +124,15 @@ static void run_expert_gemms(moe_job *j)
         n += j->w->mat_task0[e + 1] - j->w->mat_task0[e];
     }
     c->moe_task0[j->n_active] = n;
-    cpu_run(c, n, expert_gemm_task, j, (double)j->w->rows * (double)j->w->cols * (double)c->moe_off[j->w->n_mats]);
+    /* few tokens per expert (decode): row tasks are tiny, hand them out in groups */
+    j->n_flat = n;
+    j->group = 1;
+    if (j->T <= 4) {
+        j->group = n / (8 * c->n_threads);
+        j->group = j->group < 1 ? 1 : j->group > CPU_MAX_GROUP ? CPU_MAX_GROUP : j->group;
+    }
+    cpu_run(c, (n + j->group - 1) / j->group, expert_gemm_task, j,
+            (double)j->w->rows * (double)j->w->cols * (double)c->moe_off[j->w->n_mats]);
 }
 
 static void act_task(void *arg, int p, int thread)
@@ -128,7 +142,8 @@ static void act_task(void *arg, int p, int thread)
     const cpu_ctx *c = j->c;
     const float *g = c->moe_gu + (size_t)p * 2 * j->inter, *u = g + j->inter;
     float *o = c->moe_act + (size_t)p * j->inter;
-    for (int i = 0; i < j->inter; i++) o[i] = cpu_silu(g[i]) * u[i];
+    c->k->silu(o, g, j->inter);
+    for (int i = 0; i < j->inter; i++) o[i] *= u[i];
 }
 
 static void combine_task(void *arg, int t, int thread)

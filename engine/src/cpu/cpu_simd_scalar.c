@@ -4,6 +4,7 @@
  * changing the result, and which keeps this path within a few ulps of the vector ones. */
 #include "cpu/cpu_kernels.h"
 
+#include <math.h>
 #include <pthread.h>
 #include <string.h>
 
@@ -132,6 +133,11 @@ static void axpy_scalar(float *y, float a, const float *x, int n)
     for (int k = 0; k < n; k++) y[k] += a * x[k];
 }
 
+static void axpby_scalar(float *y, float a, const float *x, float b, int n)
+{
+    for (int k = 0; k < n; k++) y[k] = a * x[k] + b * y[k];
+}
+
 static void row_f32_scalar(const cpu_wpart *p, int64_t r, int64_t K, float *out)
 {
     for (int64_t k0 = 0; k0 < K; k0 += CHUNK) {
@@ -140,10 +146,46 @@ static void row_f32_scalar(const cpu_wpart *p, int64_t r, int64_t K, float *out)
     }
 }
 
+static void mm_scalar(float *C, int64_t ldc, const float *A, int64_t lda, const float *B, int64_t ldb, int M, int N,
+                      int Kd, bool acc, bool tri)
+{
+    for (int i = 0; i < M; i++) {
+        const int ka = tri && i + 1 < Kd ? i + 1 : Kd;
+        const float *Ai = A + (size_t)i * lda;
+        float *Ci = C + (size_t)i * ldc;
+        if (!acc)
+            for (int n = 0; n < N; n++) Ci[n] = 0.0f;
+        for (int a = 0; a < ka; a++) {
+            const float x = Ai[a], *Ba = B + (size_t)a * ldb;
+            for (int n = 0; n < N; n++) Ci[n] += x * Ba[n];
+        }
+    }
+}
+
+static void expv_scalar(float *y, const float *x, int n)
+{
+    for (int i = 0; i < n; i++) y[i] = expf(x[i]);
+}
+
+static void silu_scalar(float *y, const float *x, int n)
+{
+    for (int i = 0; i < n; i++) y[i] = x[i] / (1.0f + expf(-x[i]));
+}
+
+static void sigmoid_scalar(float *y, const float *x, int n)
+{
+    for (int i = 0; i < n; i++) y[i] = 1.0f / (1.0f + expf(-x[i]));
+}
+
 const cpu_kernels cpu_kernels_scalar = {
     .name = "scalar",
     .gemm = gemm_scalar,
     .dot = dot_scalar,
     .axpy = axpy_scalar,
+    .axpby = axpby_scalar,
     .row_f32 = row_f32_scalar,
+    .mm = mm_scalar,
+    .expv = expv_scalar,
+    .silu = silu_scalar,
+    .sigmoid = sigmoid_scalar,
 };

@@ -133,6 +133,29 @@ out:
     return st;
 }
 
+/* The architecture of o->config_path: its text, parsed config and tensor list. */
+static eng_status load_config(const char *path, bool want_fp8, char **json, qn_config *cfg, qn_tensor_spec **list,
+                              size_t *n_list)
+{
+    size_t len = 0;
+    eng_status st;
+    *json = NULL;
+    *list = NULL;
+    *n_list = 0;
+    if ((st = eng_file_read(path, 1u << 20, json, &len))) return st;
+    if ((st = qn_config_parse(*json, len, path, cfg))) goto fail;
+    if (want_fp8 && !cfg->quant.fp8) {
+        st = eng_err_set(ENG_ERR_INVALID, "%s: fp8 weights need a block-fp8 quantization_config in the config", path);
+        goto fail;
+    }
+    if ((st = qn_spec_list(cfg, cfg->mtp_in_config ? cfg->n_mtp_layers : 0, list, n_list))) goto fail;
+    return ENG_OK;
+fail:
+    eng_free(*json);
+    *json = NULL;
+    return st;
+}
+
 eng_status qn_demo_config_json(bool fp8, char **out)
 {
     qn_config cfg;
@@ -328,6 +351,28 @@ static const char gen_config_json[] = "{\n"
                                       "  \"transformers_version\": \"4.57.0.dev0\"\n"
                                       "}\n";
 
+/* generation_config.json: the one next to o->config_path if there is one, else the demo's. */
+static eng_status write_gen_config(const qn_demo_options *o)
+{
+    if (!o->config_path)
+        return write_file(o->out_dir, "generation_config.json", gen_config_json, sizeof gen_config_json - 1);
+    const char *slash = strrchr(o->config_path, '/');
+    char *dir = !slash                    ? eng_strdup(".")
+                : slash == o->config_path ? eng_strdup("/")
+                                          : eng_strndup(o->config_path, (size_t)(slash - o->config_path));
+    if (!dir) return eng_err_set(ENG_ERR_NOMEM, "out of memory");
+    char *text = NULL;
+    size_t len = 0;
+    eng_status st;
+    if (!exists_in(dir, "generation_config.json"))
+        st = write_file(o->out_dir, "generation_config.json", gen_config_json, sizeof gen_config_json - 1);
+    else if ((st = read_in(dir, "generation_config.json", &text, &len)) == ENG_OK)
+        st = write_file(o->out_dir, "generation_config.json", text, len);
+    eng_free(text);
+    eng_free(dir);
+    return st;
+}
+
 /* ==== weights ================================================================================= */
 
 typedef struct plan {
@@ -440,10 +485,15 @@ eng_status qn_demo_write(const qn_demo_options *o, qn_demo_summary *summary)
     eng_status st;
     if (summary) memset(summary, 0, sizeof *summary);
 
+    if (o->config_path) {
+        if ((st = load_config(o->config_path, o->fp8, &cfg_json, &cfg, &list, &n))) goto out;
+    } else if ((st = build_config(o->fp8, &cfg_json, &cfg, &list, &n))) {
+        goto out;
+    }
+    const bool fp8 = o->config_path ? cfg.quant.fp8 : o->fp8;
     if ((st = mkdir_p(o->out_dir))) goto out;
-    if ((st = build_config(o->fp8, &cfg_json, &cfg, &list, &n))) goto out;
     if ((st = write_file(o->out_dir, "config.json", cfg_json, strlen(cfg_json)))) goto out;
-    if ((st = write_file(o->out_dir, "generation_config.json", gen_config_json, sizeof gen_config_json - 1))) goto out;
+    if ((st = write_gen_config(o))) goto out;
     if (o->tokenizer_dir && (st = write_tokenizer(o->tokenizer_dir, o->out_dir))) goto out;
 
     /* plan: dtypes, sizes, shards (HF greedy fill in save order) */
@@ -461,7 +511,7 @@ eng_status qn_demo_write(const qn_demo_options *o, qn_demo_summary *summary)
         qn_tensor_name(&p->s.id, p->name, sizeof p->name);
         p->numel = 1;
         for (int d = 0; d < p->s.n_dims; d++) p->numel *= (uint64_t)p->s.shape[d];
-        p->fp8 = o->fp8 && p->s.cls == QN_TENSOR_QUANTIZABLE && p->s.n_dims == 2;
+        p->fp8 = fp8 && p->s.cls == QN_TENSOR_QUANTIZABLE && p->s.n_dims == 2;
         p->bytes = p->numel * (p->fp8 ? 1 : 2);
         if (p->fp8) {
             qn_spec_scale_shape(&cfg, p->s.shape, p->scale_shape);
@@ -525,6 +575,13 @@ eng_status qn_demo_write(const qn_demo_options *o, qn_demo_summary *summary)
     if (summary) {
         summary->n_bytes = total;
         summary->n_shards = n_shards;
+        summary->fp8 = fp8;
+        summary->n_layers = cfg.n_layers;
+        summary->n_linear = cfg.n_linear_layers;
+        summary->n_full = cfg.n_full_layers;
+        summary->n_mtp = o->config_path ? (cfg.mtp_in_config ? cfg.n_mtp_layers : 0) : 1;
+        summary->n_experts = cfg.n_experts;
+        summary->top_k = cfg.n_experts_per_tok;
     }
 out:
     eng_buf_free(&idx);

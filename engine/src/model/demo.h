@@ -10,6 +10,12 @@
  * one seed hold the same underlying numbers. With fp8, every quantizable weight (spec.h) is stored
  * F8_E4M3 with an F32 `weight_scale_inv` per 128 x 128 block (scale = max|block| / 448; dequantise
  * as fp8 * scale), and config.json gets the quantization_config of the real FP8 checkpoint.
+ *
+ * With `config_path`, the architecture is instead the one of any Qwen3-Next config.json (the
+ * benchmark model, bench/model/config.json): that file is copied as config.json (and a
+ * generation_config.json next to it, if any), the tensor list follows it (MTP layers only when it
+ * names a count), and the weights are drawn the same way; fp8 then comes from its
+ * quantization_config.
  */
 #ifndef QN_DEMO_H
 #define QN_DEMO_H
@@ -24,6 +30,9 @@ typedef struct qn_demo_options {
                                 * (or chat_template.jinja); NULL: no tokenizer files */
     uint64_t max_shard_bytes;  /* 0: one model.safetensors; else HF-style shards + model.safetensors.index.json */
     bool progress;             /* draw a progress bar on stderr (eng_progress rules) */
+    const char *config_path;   /* a config.json to follow instead of the built-in demo architecture;
+                                * NULL: the demo. fp8 must then be false unless the file has a
+                                * block-fp8 quantization_config (which implies fp8) */
 } qn_demo_options;
 
 typedef struct qn_demo_summary {
@@ -31,6 +40,9 @@ typedef struct qn_demo_summary {
     uint64_t n_params; /* scales excluded */
     uint64_t n_bytes;  /* tensor data */
     int n_shards;
+    bool fp8;          /* weights written as block FP8 */
+    int n_layers, n_linear, n_full, n_mtp; /* decoder layers by kind, MTP layers */
+    int n_experts, top_k;
 } qn_demo_summary;
 
 /* The demo's config.json text (heap, free with eng_free). */
