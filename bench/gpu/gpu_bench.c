@@ -15,7 +15,9 @@
  * pattern) that fit the memory budget with the caches the runs need (all 48 in FP8 on an H200;
  * fewer on an H100); per-layer figures are reported so runs with different depths compare.
  *
- * Measurements (every decode step through step_begin/step_end, so decode runs as CUDA graphs):
+ * Measurements (the model brackets every forward with step_begin/step_end and a graph key, so decode
+ * runs as CUDA graphs; up to 32 MiB of logits per step, i.e. about 55 rows of the full vocabulary,
+ * beyond which the model's key is 0 and the step runs eagerly: the staging arena holds 64 MiB):
  *   bandwidth     device-memory read bandwidth (eng_cuda_read_bandwidth): the roofline;
  *   decode B=1    tok/s after a 32-token prompt, its ratio to bandwidth / bytes read per token
  *                 (weights of the layers present incl. 10 of 512 experts and the lm_head, the
@@ -173,7 +175,6 @@ static void forward(bench *b, int n, const int *n_new, const int *pos, const int
                     const int32_t *out_rows)
 {
     qn_seq seqs[256];
-    qn_seq_desc ds[256];
     int T = 0;
     for (int i = 0; i < n; i++) {
         const int nb = i == 0 ? b->big_blocks : b->small_blocks;
@@ -183,14 +184,11 @@ static void forward(bench *b, int n, const int *n_new, const int *pos, const int
             exit(1);
         }
         seqs[i] = (qn_seq){n_new[i], pos[i], i, bt, nb};
-        ds[i] = (qn_seq_desc){T, n_new[i], pos[i], i, bt, nb};
         T += n_new[i];
     }
     qn_batch batch = {T, tokens, n, seqs, n_out, out_rows};
-    const bool br = b->graphs && b->be->step_begin;
-    if (br) b->be->step_begin(b->be->ctx, 0xbe4c4ull ^ ((uint64_t)n_out << 32), ds, n, T);
+    qn_model_set_graphs(b->m, b->graphs); /* the model brackets the step; graphs only with a key */
     eng_status st = qn_model_forward(b->m, b->c, &batch, b->logits);
-    if (br) b->be->step_end(b->be->ctx);
     if (st != ENG_OK) fail("forward");
 }
 

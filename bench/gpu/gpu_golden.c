@@ -10,8 +10,9 @@
  *            which the table also reports);
  *   decode   greedy from the 10-token prompt: tokens must equal transformers' (= the CPU engine's,
  *            test_golden.c) for at least 16 steps (all 32 are reported), stored rows within --tol;
- *            run twice: eagerly, and wrapped in step_begin/step_end (CUDA graphs: captured on the
- *            first step, replayed after) - the two runs must agree bit for bit;
+ *            run twice: eagerly (qn_model_set_graphs off: the model's step_begin gets key 0), and
+ *            with graphs (the model's own key: captured on the first decode step, replayed after) -
+ *            the two runs must agree bit for bit;
  *   chunked  the 130-token prompt in pieces (splits at and off multiples of 64) against the one-shot
  *            reference.
  * --backend cpu runs the same harness on the CPU backend (how it is tested without a GPU).
@@ -121,7 +122,7 @@ typedef struct harness {
     qn_cache *c;
     int32_t blocks[64];
     int V;
-    bool steps;  /* wrap forwards in step_begin/step_end */
+    bool steps;  /* CUDA graphs on (qn_model_set_graphs); the model brackets every forward itself */
 } harness;
 
 static eng_status make_backend(const opts *o, eng_backend **be)
@@ -140,18 +141,15 @@ static eng_status make_backend(const opts *o, eng_backend **be)
 #endif
 }
 
-/* Runs ids[0..n) at `pos` of the sequence in slot 0; logits of `rows`. With h->steps the forward
- * is bracketed as the model will do it (the descriptor array has the content qwen3next.c builds). */
+/* Runs ids[0..n) at `pos` of the sequence in slot 0; logits of `rows`. The model brackets the
+ * forward with step_begin/step_end itself; h->steps chooses whether its key lets the backend use
+ * CUDA graphs. */
 static eng_status run(harness *h, const int32_t *ids, int n, int pos, const int32_t *rows, int n_rows, float *logits)
 {
     qn_seq s = {n, pos, 0, h->blocks, 64};
     qn_batch b = {n, ids, 1, &s, n_rows, rows};
-    const bool br = h->steps && h->be->step_begin;
-    qn_seq_desc d = {0, n, pos, 0, h->blocks, 64};
-    if (br) h->be->step_begin(h->be->ctx, 0x901de17ull ^ (uint64_t)n_rows, &d, 1, n);
-    eng_status st = qn_model_forward(h->m, h->c, &b, logits);
-    if (br) h->be->step_end(h->be->ctx);
-    return st;
+    qn_model_set_graphs(h->m, h->steps);
+    return qn_model_forward(h->m, h->c, &b, logits);
 }
 
 static double rel_err(const float *got, const float *ref, int V, bool *finite)

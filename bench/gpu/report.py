@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """bench/gpu/report.py OUT - turns the GPU check's stage outputs in OUT (env.txt, stages.tsv,
-ops*.json, golden*.json, bench_*.json, hf.json; see run.sh) into OUT/gpu_results.md (a section
+ops*.json, golden*.json, engine*.json, bench_*.json, hf.json; see run.sh) into OUT/gpu_results.md (a section
 ready for bench/RESULTS.md) and OUT/gpu_results.json (everything, machine-readable). Standard
 library only; missing or broken inputs are reported as such, never fatal.
 """
@@ -90,6 +90,23 @@ def golden_section(md, name, g, err):
     md.append("")
 
 
+def engine_section(md, name, g, err):
+    if g is None:
+        md.append(f"- {name}: no results ({err})")
+        return
+    md.append(f"- {name} ({g['requests']} requests x {g['tokens']} greedy tokens, all submitted at once):")
+    md.append("")
+    md.append("| model | requests equal to the CPU engine | first 8 tokens equal | earliest divergence | steps | "
+              "CPU tok/s | GPU tok/s | ok |")
+    md.append("|---|---|---|---|---|---|---|---|")
+    for m in g["models"]:
+        div = "-" if m["first_divergence"] < 0 else f"token {m['first_divergence']}"
+        md.append(f"| {m['name']} | {m['equal']}/{g['requests']} | {m['first_equal']}/{g['requests']} | {div} | "
+                  f"{m['steps']} | {m['cpu_tok_s']:.0f} | {m['device_tok_s']:.0f} | "
+                  f"{'yes' if m['pass'] else 'NO' + (' (' + m['error'] + ')' if m['error'] else '')} |")
+    md.append("")
+
+
 def bench_section(md, b, err, title):
     if b is None:
         md.append(f"- {title}: no results ({err})")
@@ -152,7 +169,7 @@ def main():
     env = load_env(os.path.join(out, "env.txt"))
     stages = load_stages(os.path.join(out, "stages.tsv"))
     data, errs = {}, {}
-    for k in ["ops", "ops_fp32", "golden", "golden_fp32", "bench_fp8", "bench_bf16", "hf"]:
+    for k in ["ops", "ops_fp32", "golden", "golden_fp32", "engine", "engine_tp2", "bench_fp8", "bench_bf16", "hf"]:
         data[k], errs[k] = load_json(os.path.join(out, k + ".json"))
 
     md = []
@@ -180,6 +197,11 @@ def main():
     md.append("")
     golden_section(md, "default path", data["golden"], errs["golden"])
     golden_section(md, "fp32 GEMM path, CPU tolerance", data["golden_fp32"], errs["golden_fp32"])
+    md.append("")
+    md.append("### The engine (eng_* API) against the CPU engine, golden fixtures")
+    md.append("")
+    engine_section(md, "one GPU", data["engine"], errs["engine"])
+    engine_section(md, "tensor parallel 2 over NCCL", data["engine_tp2"], errs["engine_tp2"])
     md.append("")
     md.append("### Full-dimension Qwen3-Next-80B-A3B, random weights")
     md.append("")

@@ -13,6 +13,10 @@
 #   ops       check_ops: every CUDA op against the CPU (split-bf16 GEMM path), then the exact fp32
 #             GEMM path on the matmul/MoE ops
 #   golden    gpu_golden: the transformers fixtures on the GPU (split path, then fp32 path)
+#   engine    gpu_engine: the whole engine (eng_* API, batching, CUDA graphs from the model's step
+#             keys) with --device cuda on the fixtures, greedy tokens against the CPU engine
+#   engine_tp with 2+ GPUs: qnext-nccl-check (own and bound streams), then gpu_engine --tp 2 (NCCL
+#             on the backends' streams) against the CPU engine; one GPU: skipped, saying so
 #   bench     gpu_bench: full-dimension random Qwen3-Next in FP8 (as many of the 48 layers as fit)
 #   hf        hf_baseline.py: transformers generate/prefill, bf16, 4 layers
 #   bench_bf16 gpu_bench in bf16 with the same 4 layers (per-layer comparison with hf)
@@ -30,7 +34,7 @@ mkdir -p "$out"
 deadline=${QN_GPU_DEADLINE:-570}
 build=${QN_GPU_BUILD:-$root/build-gpu}
 py=${PYTHON:-python3}
-only=" ${QN_GPU_STAGES:-env build ops ops_fp32 golden golden_fp32 bench hf bench_bf16 report} "
+only=" ${QN_GPU_STAGES:-env build ops ops_fp32 golden golden_fp32 engine engine_tp bench hf bench_bf16 report} "
 t0=$(date +%s)
 stages=$out/stages.tsv
 : > "$stages"
@@ -124,7 +128,7 @@ esac
 stage build 300 bash -c 'set -e
     cmake -S "$1" -B "$2" -DCMAKE_BUILD_TYPE=Release -DQN_CUDA=ON -DQN_SERVICE=OFF -DQN_GATEWAY=OFF \
         -DQN_BUILD_TESTS=OFF -DQN_WERROR=OFF -DQN_CUDA_ARCHS="$3" ${4:+"-DQN_DEPS_PREFIX=$4"}
-    cmake --build "$2" -j "$5" --target qnext check_ops gpu_golden gpu_bench' \
+    cmake --build "$2" -j "$5" --target qnext check_ops gpu_golden gpu_bench gpu_engine' \
     _ "$root" "$build" "$arch" "$deps" "$(nproc)"
 bin=$build/bin
 
@@ -136,6 +140,20 @@ stage ops_fp32 45 "$bin/check_ops" --test cuda --gemm fp32 --filter matmul,moe -
 export QNEXT_SOURCE_DIR=$root
 stage golden 60 "$bin/gpu_golden" --json "$out/golden.json"
 stage golden_fp32 45 "$bin/gpu_golden" --gemm fp32 --tol 2e-3 --json "$out/golden_fp32.json"
+
+# ---- engine -------------------------------------------------------------------------------------
+stage engine 60 "$bin/gpu_engine" --device cuda --json "$out/engine.json"
+n_gpus=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | wc -l)
+if [[ $only == *" engine_tp "* ]] && (( n_gpus < 2 )); then
+    printf 'engine_tp\tskipped (%s GPU: TP 2 needs 2)\t0\t-\n' "$n_gpus" >> "$stages"
+    say "engine_tp: skipped: this machine has $n_gpus GPU(s), tensor parallelism over NCCL needs 2"
+else
+    # shellcheck disable=SC2016 # the script's $1.. are its own positional arguments
+    stage engine_tp 90 bash -c 'set -e
+        cmake --build "$1" -j "$2" --target qnext-nccl-check
+        "$3/qnext-nccl-check"
+        "$3/gpu_engine" --device cuda --tp 2 --json "$4/engine_tp2.json"' _ "$build" "$(nproc)" "$bin" "$out"
+fi
 
 # ---- benchmarks ---------------------------------------------------------------------------------
 # (the sparse checkpoint goes next to the build, on disk: never a tmpfs, whose page-ins of holes count)

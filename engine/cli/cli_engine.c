@@ -13,13 +13,18 @@
 const char cli_engine_flags_help[] =
     "engine options:\n"
     "  --model DIR            model folder (config.json, *.safetensors, tokenizer.json); required\n"
+    "  --device NAME          cpu, cuda or auto (cuda when built with CUDA and a GPU is present; default "
+    "cpu)\n"
     "  --threads N            CPU worker threads (default: all cores)\n"
-    "  --tp N                 tensor-parallel ranks (threads split between them; default 1)\n"
+    "  --tp N                 tensor-parallel ranks (CPU: threads split between them; cuda: GPUs 0..N-1\n"
+    "                         over NCCL; default 1)\n"
+    "  --gpu-memory-fraction F  cuda: share of each GPU's memory to use, weights + caches (default 0.90)\n"
     "  --template NAME        chat template: instruct, thinking or hybrid (default: from the model folder)\n"
     "  --max-running N        sequences decoding at once (default 64)\n"
     "  --max-batch-tokens N   tokens per engine step (default 2048)\n"
     "  --max-model-len N      context limit in tokens (default: the model's, within the KV cache)\n"
-    "  --kv-cache-mb N        KV cache budget in MiB (default: sized from max-running x context, <= 4 GiB)\n"
+    "  --kv-cache-mb N        KV cache budget in MiB (default: max-running x context, on the CPU at most\n"
+    "                         10% of RAM and 4 GiB; on a GPU what the weights leave)\n"
     "  --prefix-cache-mb N    prefix cache budget in MiB (default 1024; 0 disables)\n";
 
 void cli_engine_opts_init(cli_engine_opts *o)
@@ -69,6 +74,8 @@ int cli_engine_flag(const char *cmd, int argc, char **argv, int *i, cli_engine_o
         size_t off;
     } flags[] = {
         {"--model", 0, 0, 0, offsetof(cli_engine_opts, model)},
+        {"--device", 0, 0, 0, offsetof(cli_engine_opts, device)},
+        {"--gpu-memory-fraction", 2, 0, 1, offsetof(cli_engine_opts, gpu_memory_fraction)},
         {"--template", 0, 0, 0, offsetof(cli_engine_opts, template_name)},
         {"--threads", 1, 1, 4096, offsetof(cli_engine_opts, threads)},
         {"--tp", 1, 1, 64, offsetof(cli_engine_opts, tp)},
@@ -109,6 +116,8 @@ eng_engine *cli_engine_open(const char *cmd, const cli_engine_opts *o)
     eng_config cfg;
     eng_config_init(&cfg);
     cfg.model_dir = o->model;
+    if (o->device) cfg.device = o->device;
+    if (o->gpu_memory_fraction > 0) cfg.gpu_memory_fraction = o->gpu_memory_fraction;
     cfg.n_threads = (int)o->threads;
     if (o->tp) cfg.tp = (int)o->tp;
     if (o->template_name) cfg.chat_template = o->template_name;

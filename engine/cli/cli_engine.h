@@ -15,15 +15,17 @@
 
 /* Flags every engine subcommand accepts (cli_engine_flag parses them). */
 typedef struct cli_engine_opts {
-    const char *model;         /* --model DIR (required) */
-    long threads;              /* --threads N (0: all cores) */
-    long tp;                   /* --tp N tensor-parallel ranks (0: 1) */
-    const char *template_name; /* --template instruct|thinking|hybrid (NULL: auto) */
-    long max_running;          /* --max-running N (0: engine default) */
-    long max_batch_tokens;     /* --max-batch-tokens N (0: default) */
-    long max_model_len;        /* --max-model-len N (0: the model's) */
-    double kv_cache_mb;        /* --kv-cache-mb N (0: sized by the engine) */
-    double prefix_cache_mb;    /* --prefix-cache-mb N (< 0: default; 0: off) */
+    const char *model;          /* --model DIR (required) */
+    const char *device;         /* --device cpu|cuda|auto (NULL: the engine's default, cpu) */
+    double gpu_memory_fraction; /* --gpu-memory-fraction F (0: the engine's default) */
+    long threads;               /* --threads N (0: all cores) */
+    long tp;                    /* --tp N tensor-parallel ranks (0: 1) */
+    const char *template_name;  /* --template instruct|thinking|hybrid (NULL: auto) */
+    long max_running;           /* --max-running N (0: engine default) */
+    long max_batch_tokens;      /* --max-batch-tokens N (0: default) */
+    long max_model_len;         /* --max-model-len N (0: the model's) */
+    double kv_cache_mb;         /* --kv-cache-mb N (0: sized by the engine) */
+    double prefix_cache_mb;     /* --prefix-cache-mb N (< 0: default; 0: off) */
 } cli_engine_opts;
 
 /* Help lines for the flags above (printed by each command's usage). */

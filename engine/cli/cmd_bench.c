@@ -83,8 +83,8 @@ static void machine_info(FILE *f, const cli_engine_opts *eo, const eng_model_inf
     fprintf(f, "machine: %s, %ld online cores, %s RAM, SIMD %s, %ld worker thread(s), load average %s\n", cpu,
             cores, cli_fmt_bytes(mem, mb, sizeof mb), env_simd && *env_simd ? env_simd : eng_simd_name(simd),
             eo->threads ? eo->threads : cores, load);
-    fprintf(f, "model: %s (%s, %s template, vocab %d), context %d\n", mi->model_id, mi->dtype,
-            mi->template_kind, mi->vocab_size, mi->max_model_len);
+    fprintf(f, "model: %s (%s, %s template, vocab %d), context %d, device %s, tp %d\n", mi->model_id,
+            mi->dtype, mi->template_kind, mi->vocab_size, mi->max_model_len, mi->device, mi->tp);
 }
 
 /* Runs one level; false on an engine failure. */

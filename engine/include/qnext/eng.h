@@ -35,7 +35,9 @@ typedef struct eng_tokenizer eng_tokenizer; /* see qnext/tokenizer.h */
 
 typedef struct eng_config {
     const char *model_dir;      /* folder with config.json, *.safetensors, tokenizer files (required) */
-    const char *device;         /* "cpu" (default), "cuda", or "auto" */
+    const char *device;         /* "cpu" (default), "cuda" (GPU r for tensor-parallel rank r; ENG_ERR_UNSUPPORTED
+                                   when the build has no CUDA backend or the machine no GPU), or "auto"
+                                   (cuda when both are there, else cpu) */
     int n_threads;              /* CPU worker threads; 0 = all online cores */
     int tp;                     /* tensor-parallel world size (1) */
     const char *chat_template;  /* "auto" (from the model folder), "instruct", "thinking" or "hybrid" */
@@ -48,9 +50,11 @@ typedef struct eng_config {
 
     /* caches */
     int kv_block_size;          /* tokens per KV block (default 16) */
-    size_t kv_cache_bytes;      /* KV cache budget; 0 = sized from max_running * max_model_len, capped at 4 GiB on CPU
-                                   (a max_model_len taken from the model shrinks to what the cache holds) */
-    int n_state_slots;          /* recurrent-state slots; 0 = max_running + 1 */
+    size_t kv_cache_bytes;      /* KV cache budget; 0 = what max_running * max_model_len tokens need, on the CPU at
+                                   most 10% of RAM and 4 GiB, on a GPU within the memory the weights leave (a
+                                   max_model_len taken from the model shrinks to what the cache holds) */
+    int n_state_slots;          /* recurrent-state slots; 0 = max_running + 1 (on a GPU at most half the memory
+                                   the weights leave: max_running is then lowered to fit) */
     size_t prefix_cache_bytes;  /* prefix cache budget (host state snapshots + pinned KV blocks); 0 disables;
                                    eng_config_init sets 1 GiB */
     int prefix_snapshot_every;  /* also snapshot every N prompt tokens of long prompts (default 1024) */

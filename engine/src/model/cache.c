@@ -9,6 +9,9 @@
 #include "model/cache.h"
 #include "model/qwen3next.h"
 
+#include <math.h>
+#include <stdlib.h>
+
 struct qn_cache {
     eng_backend *be;
     int n_slots, n_blocks, block_size;
@@ -26,6 +29,19 @@ static bool mul3(size_t a, size_t b, size_t c, size_t *out)
 {
     size_t t;
     return eng_mul_ok(a, b, &t) && eng_mul_ok(t, c, out);
+}
+
+/* Test hook (QNEXT_TEST_POISON_CACHE set): fills a new pool with quiet NaNs, so any read of cache
+ * memory no forward wrote shows up as NaN logits. */
+static void poison(eng_backend *be, float *d, size_t n)
+{
+    enum { CHUNK = 1 << 16 };
+    float *h = eng_malloc(CHUNK * sizeof *h);
+    if (!h) return;
+    for (size_t i = 0; i < CHUNK; i++) h[i] = NAN;
+    for (size_t i = 0; i < n; i += CHUNK) be->copy_h2d(be->ctx, d + i, h, (n - i < CHUNK ? n - i : CHUNK) * sizeof *h);
+    be->synchronize(be->ctx);
+    eng_free(h);
 }
 
 static eng_status create_local(const qn_model *m, const qn_cache_params *p, qn_cache **out)
@@ -72,7 +88,20 @@ static eng_status create_local(const qn_model *m, const qn_cache_params *p, qn_c
                              eng_fmt_bytes((double)bufs[i].n * 4, b, sizeof b));
             goto fail;
         }
-        c->be->memset0(c->be->ctx, *bufs[i].p, bufs[i].n * sizeof(float));
+        /* Not zeroed, on purpose: zeroing a multi-GB pool touches every page (seconds of page
+         * faults on the CPU at start, memory the OS would otherwise hand out lazily), and nothing
+         * needs it, because no op reads cache memory that a forward has not written:
+         *   - KV: a forward writes positions pos..pos+n_new-1 (kv_write) before its attention reads
+         *     [0, position of the row]; positions below pos were written by earlier steps of the
+         *     same sequence, or are prefix-cache blocks that another sequence wrote; attention
+         *     never reads past a row's own position (not even masked: CPU cpu_ops_attn.c and CUDA
+         *     attn.cu bound their loops by it), and block copies only move floats;
+         *   - GDN state: a sequence at position 0 reads its slot as zeros whatever it holds (the
+         *     conv window and the delta-rule state, on every backend: backend.h qn_seq_desc.pos),
+         *     and later positions read what its earlier steps or a restored snapshot wrote.
+         * qn_cache_slot_reset still zeroes a slot on request. test_engine_device runs a model and
+         * an engine on pools poisoned with NaN (QNEXT_TEST_POISON_CACHE) to hold this. */
+        if (getenv("QNEXT_TEST_POISON_CACHE")) poison(c->be, *bufs[i].p, bufs[i].n);
     }
     *out = c;
     return ENG_OK;

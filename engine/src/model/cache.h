@@ -29,8 +29,12 @@ typedef struct qn_cache_params {
     int block_size; /* positions per block; <= 0: 16 */
 } qn_cache_params;
 
-/* Allocates (and zeroes) both pools on the model's backend. ENG_ERR_NOMEM (detail gives the bytes
- * asked for) or ENG_ERR_INVALID. The model must outlive the cache. */
+/* Allocates both pools on the model's backend, NOT zeroed (nothing reads cache memory a forward
+ * has not written: a sequence at position 0 ignores its slot's old state, and attention reads only
+ * positions already written; cache.c has the details). ENG_ERR_NOMEM (detail gives the bytes asked
+ * for) or ENG_ERR_INVALID. The model must outlive the cache.
+ * Test hook: with the environment variable QNEXT_TEST_POISON_CACHE set, new pools are filled with
+ * NaN instead, so a test shows any read of unwritten cache memory. */
 eng_status qn_cache_create(const qn_model *m, const qn_cache_params *p, qn_cache **out);
 void qn_cache_destroy(qn_cache *c); /* NULL-safe */
 

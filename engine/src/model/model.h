@@ -79,6 +79,8 @@ void qn_model_destroy(qn_model *m);
 
 const qn_config *qn_model_config(const qn_model *m);
 eng_backend *qn_model_backend(const qn_model *m); /* rank 0's */
+/* The backend of tensor-parallel rank `rank` (0: the caller's); NULL if out of range. */
+eng_backend *qn_model_rank_backend(const qn_model *m, int rank);
 int qn_model_max_tokens(const qn_model *m);
 int qn_model_vocab(const qn_model *m);
 int qn_model_tp(const qn_model *m); /* tensor-parallel world size (1 without) */
@@ -105,6 +107,12 @@ typedef struct qn_batch {
     const int32_t *out_rows;    /* [n_out] row indices into tokens, any order, repeats allowed */
 } qn_batch;
 
+/* CUDA graphs (default on): whether qn_model_forward may give the backend's step_begin a nonzero
+ * key, i.e. let a device backend capture decode steps as graphs and replay them (backend.h). Off:
+ * every step runs eagerly (A/B comparisons, debugging). Every rank follows. Not while a forward
+ * runs. */
+void qn_model_set_graphs(qn_model *m, bool on);
+
 /* Runs the batch: appends every sequence's new tokens to its caches (KV at its positions, GDN
  * state in its slot) and writes logits[i][0..vocab) for row out_rows[i] (host memory,
  * [n_out][vocab] float32). A sequence's results are bitwise identical whatever other sequences
@@ -114,7 +122,11 @@ typedef struct qn_batch {
  * error) makes it return ENG_ERR_TIMEOUT (or the rank's error) with a detail naming the ranks and
  * the collective, within about twice tp_timeout_ms, never a hang; the caches are then
  * inconsistent, every later call fails the same way, and the model must be destroyed and
- * reloaded. Logits agree with tp_world 1 to float rounding (row-parallel sums), not bitwise. */
+ * reloaded. Logits agree with tp_world 1 to float rounding (row-parallel sums), not bitwise.
+ * Each rank's forward is one step of its backend: step_begin before the first op (key: see
+ * qn_model_set_graphs; always 0 with tp_world > 1, whose collectives wait on the host inside the
+ * step) and step_end after the last, on every return path; callers must not bracket it themselves
+ * (steps do not nest). */
 eng_status qn_model_forward(qn_model *m, qn_cache *c, const qn_batch *b, float *logits);
 
 #endif /* QN_MODEL_H */

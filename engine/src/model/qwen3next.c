@@ -335,6 +335,12 @@ eng_backend *qn_model_backend(const qn_model *m)
     return m->be;
 }
 
+eng_backend *qn_model_rank_backend(const qn_model *m, int rank)
+{
+    if (!m->tp) return rank == 0 ? m->be : NULL;
+    return rank >= 0 && rank < m->tp->world ? m->tp->backends[rank] : NULL;
+}
+
 int qn_model_max_tokens(const qn_model *m)
 {
     return m->max_tokens;
@@ -455,31 +461,54 @@ static void mlp_block(qn_model *m, const qn_layer_w *L, int T)
 
 /* ==== forward ================================================================================= */
 
-/* Sums a [n] partial result over the ranks (no-op with one rank). */
+/* Sums a [n] partial result over the ranks (no-op with one rank). A synchronous endpoint needs the
+ * device work finished first; a stream-ordered one (NCCL on the backend's stream) queues the sum
+ * behind it (tp/comm.h). */
 static eng_status reduce(qn_model *m, float *d_buf, size_t n)
 {
     if (!m->comm) return ENG_OK;
-    m->be->synchronize(m->be->ctx);
+    if (!eng_comm_async(m->comm)) m->be->synchronize(m->be->ctx);
     return eng_comm_all_reduce_sum(m->comm, d_buf, n);
 }
 
-/* The forward of one rank on its shard and caches (the batch was validated by the caller).
- * logits: host [n_out][V] on rank 0, NULL on the other ranks. */
-static eng_status forward_rank(qn_model *m, qn_cache *c, const qn_batch *b, float *logits)
+/* The step key of a forward (backend.h step_begin). A nonzero key promises that every step with
+ * the same key, T and n_seqs runs the same ops in the same order on the same device buffers. In
+ * this forward the op sequence and its buffers follow from the model (weights, activations), the
+ * cache (the pools) and n_out (the lm_head passes and their copies); T and n_seqs the backend adds
+ * itself, and ids, positions, descriptors, block tables and output rows are host data the backend
+ * stages afresh every step. A freed backend buffer drops every captured graph (cuda_backend.c), so
+ * a later model or cache at a recycled address cannot replay a stale one. Key 0 (never captured):
+ *   - tensor parallelism: the collectives wait on the host (eng_comm_wait) inside the step, and
+ *     synchronize is a no-op inside a captured step;
+ *   - graphs turned off (qn_model_set_graphs);
+ *   - a step whose logits would not fit the CUDA backend's staging arena (64 MiB: in a graph step
+ *     copy_d2h lands there; more aborts), with half of it left for the descriptors. */
+#define QN_GRAPH_MAX_LOGIT_BYTES ((uint64_t)32 << 20)
+
+static uint64_t step_key(const qn_model *m, const qn_cache *c, const qn_batch *b)
 {
-    qn_kv_view kv;
-    qn_state_view sv;
-    qn_cache_views(c, &kv, &sv);
+    if (m->d.tp_world > 1 || m->no_graphs) return 0;
+    if ((uint64_t)b->n_out * (uint64_t)m->d.V * sizeof(float) > QN_GRAPH_MAX_LOGIT_BYTES) return 0;
+    const uint64_t v[3] = {(uint64_t)(uintptr_t)m, (uint64_t)(uintptr_t)c, (uint64_t)b->n_out};
+    uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a over the three words */
+    const unsigned char *p = (const unsigned char *)v;
+    for (size_t i = 0; i < sizeof v; i++) h = (h ^ p[i]) * 0x100000001b3ull;
+    return h ? h : 1;
+}
+
+void qn_model_set_graphs(qn_model *m, bool on)
+{
+    const int world = m->tp ? m->tp->world : 1;
+    for (int r = 0; r < world; r++) (m->tp ? m->tp->ranks[r] : m)->no_graphs = !on;
+}
+
+/* The layers, the final norm and the lm_head of one rank, inside its step (forward_rank). */
+static eng_status forward_body(qn_model *m, const qn_kv_view *kv, const qn_state_view *sv, const qn_batch *b,
+                               float *logits)
+{
     const int T = b->n_tokens;
-    if (T == 0) return ENG_OK;
     const qn_dims *d = &m->d;
     eng_status st;
-    for (int i = 0, row = 0; i < b->n_seqs; i++) {
-        const qn_seq *s = &b->seqs[i];
-        m->seqs[i] = (qn_seq_desc){row, s->n_new, s->pos, s->slot, s->block_table, s->n_blocks};
-        for (int t = 0; t < s->n_new; t++) m->h_pos[row + t] = s->pos + t;
-        row += s->n_new;
-    }
     const int32_t *ids = b->tokens;
     if (d->tp_world > 1) { /* ids outside this rank's vocabulary slice read its zero row */
         for (int t = 0; t < T; t++) {
@@ -496,8 +525,8 @@ static eng_status forward_rank(qn_model *m, qn_cache *c, const qn_batch *b, floa
         const qn_layer_w *L = &m->layers[l];
         if (l == 0) OP(rmsnorm, m->d_x, d->H, T, d->H, L->d_attn_norm, d->eps, m->d_xn, d->H);
         else OP(add_rmsnorm, m->d_x, m->d_delta, T, d->H, L->d_attn_norm, d->eps, m->d_xn);
-        if (L->type == QN_LAYER_LINEAR) gdn_block(m, L, T, b->n_seqs, &sv);
-        else attn_block(m, L, T, b->n_seqs, &kv);
+        if (L->type == QN_LAYER_LINEAR) gdn_block(m, L, T, b->n_seqs, sv);
+        else attn_block(m, L, T, b->n_seqs, kv);
         if ((st = reduce(m, m->d_delta, (size_t)T * d->H)) != ENG_OK) return st;
         OP(add_rmsnorm, m->d_x, m->d_delta, T, d->H, L->d_mlp_norm, d->eps, m->d_xn);
         mlp_block(m, L, T);
@@ -514,10 +543,13 @@ static eng_status forward_rank(qn_model *m, qn_cache *c, const qn_batch *b, floa
             OP(copy_d2h, logits + (size_t)i0 * d->V, m->d_logits, (size_t)n * d->V * sizeof(float));
             continue;
         }
-        m->be->synchronize(m->be->ctx);
+        if (!eng_comm_async(m->comm)) m->be->synchronize(m->be->ctx);
         const size_t blk = (size_t)n * (size_t)d->Lw;
         if ((st = eng_comm_all_gather(m->comm, m->d_logits, m->d_gather, blk * sizeof(float))) != ENG_OK) return st;
         if (!logits) continue;
+        /* the host reads the gathered rows: wait for them with the group's deadline (copy_d2h
+         * would block in the driver with none) */
+        if ((st = eng_comm_wait(m->comm)) != ENG_OK) return st;
         for (int r = 0; r < d->tp_world; r++) {
             int v0, nv;
             qn_vocab_slice(d->V, d->tp_world, r, &v0, &nv);
@@ -527,6 +559,33 @@ static eng_status forward_rank(qn_model *m, qn_cache *c, const qn_batch *b, floa
         }
     }
     return ENG_OK;
+}
+
+/* The forward of one rank on its shard and caches (the batch was validated by the caller).
+ * logits: host [n_out][V] on rank 0, NULL on the other ranks. The body is bracketed by the
+ * backend's step_begin / step_end when it has them (one pair per call with T > 0, on every exit).
+ * With stream-ordered collectives every rank ends its step with eng_comm_wait, so a step never
+ * leaves work queued behind a collective that another rank did not join (that wait is what turns
+ * such a rank into ENG_ERR_TIMEOUT here rather than a hang later). */
+static eng_status forward_rank(qn_model *m, qn_cache *c, const qn_batch *b, float *logits)
+{
+    qn_kv_view kv;
+    qn_state_view sv;
+    qn_cache_views(c, &kv, &sv);
+    const int T = b->n_tokens;
+    if (T == 0) return ENG_OK;
+    for (int i = 0, row = 0; i < b->n_seqs; i++) {
+        const qn_seq *s = &b->seqs[i];
+        m->seqs[i] = (qn_seq_desc){row, s->n_new, s->pos, s->slot, s->block_table, s->n_blocks};
+        for (int t = 0; t < s->n_new; t++) m->h_pos[row + t] = s->pos + t;
+        row += s->n_new;
+    }
+    const bool bracket = m->be->step_begin && m->be->step_end;
+    if (bracket) m->be->step_begin(m->be->ctx, step_key(m, c, b), m->seqs, b->n_seqs, T);
+    eng_status st = forward_body(m, &kv, &sv, b, logits);
+    if (bracket) m->be->step_end(m->be->ctx);
+    if (st == ENG_OK && m->comm) st = eng_comm_wait(m->comm);
+    return st;
 }
 
 typedef struct tp_fwd_job {

@@ -78,6 +78,7 @@ struct qn_model {
     eng_st_model *st;          /* the mmapped checkpoint; zero-copy weights point into it */
     bool st_borrowed;          /* a rank > 0 model: st belongs to rank 0 */
     char *dir;
+    bool no_graphs;            /* step_begin always gets key 0 (qn_model_set_graphs) */
 
     /* tensor parallelism (NULL / unused when world == 1) */
     qn_tp *tp;                 /* rank 0 only: the group it drives */
@@ -126,8 +127,14 @@ struct qn_model {
 
 /* weights.c: fills m->d, the weight handles and weight vectors from m->st and m->cfg, for rank
  * `rank` of `world` (world 1: the whole model). Checks the world size first (qn_spec_check_tp,
- * vocabulary). */
+ * vocabulary), then, when the backend has weights_fit, asks it whether the rank's share of the
+ * checkpoint fits before anything is copied (its ENG_ERR_NOMEM detail is passed on). */
 eng_status qn_weights_load(qn_model *m, int rank, int world, bool progress);
+/* Checkpoint bytes (weights and FP8 scales of the main model, mtp.* excluded) that one rank of
+ * `world` holds: replicated tensors whole, split ones (qn_tensor_kind_tp_split) divided by world,
+ * rounded up; k/v projections replicated when world exceeds num_key_value_heads. What weights_fit
+ * is asked about. ENG_ERR_NOMEM only. */
+eng_status qn_weights_rank_bytes(const qn_config *cfg, const eng_st_model *st, int world, uint64_t *out);
 /* The vocabulary slice of rank r of world: rows [*v0, *v0 + *n). */
 void qn_vocab_slice(int V, int world, int r, int *v0, int *n);
 /* Checks that `world` can split the model of cfg (heads, FFN sizes, vocabulary); ENG_ERR_INVALID

@@ -554,10 +554,43 @@ static eng_status load_vocab(loader *ld)
     return simple_weight(ld, QN_T_LM_HEAD, -1, d->v0, d->Vr, 0, d->H, &m->lm_head);
 }
 
+eng_status qn_weights_rank_bytes(const qn_config *cfg, const eng_st_model *st, int world, uint64_t *out)
+{
+    qn_tensor_spec *list = NULL;
+    size_t n = 0;
+    *out = 0;
+    eng_status s = qn_spec_list(cfg, 0, &list, &n);
+    if (s != ENG_OK) return s;
+    uint64_t whole = 0, split = 0, kv = 0;
+    for (size_t i = 0; i < n; i++) {
+        const eng_st_tensor *t = qn_spec_find(st, &list[i].id);
+        if (!t) continue; /* the load reports it */
+        uint64_t b = t->n_bytes;
+        char name[QN_TENSOR_NAME_MAX];
+        const eng_st_tensor *sc = qn_tensor_scale_name(&list[i].id, name, sizeof name) ? eng_st_find(st, name) : NULL;
+        if (sc) b += sc->n_bytes;
+        const qn_tensor_kind k = list[i].id.kind;
+        if ((k == QN_T_ATTN_K || k == QN_T_ATTN_V) && cfg->n_kv_heads > 0 && world > cfg->n_kv_heads)
+            kv += (b + (uint64_t)cfg->n_kv_heads - 1) / (uint64_t)cfg->n_kv_heads; /* one replicated KV head */
+        else if (qn_tensor_kind_tp_split(k))
+            split += b;
+        else
+            whole += b;
+    }
+    qn_spec_list_free(list);
+    *out = whole + kv + (split + (uint64_t)world - 1) / (uint64_t)world;
+    return ENG_OK;
+}
+
 eng_status qn_weights_load(qn_model *m, int rank, int world, bool progress)
 {
     eng_status st = dims_init(m, rank, world);
     if (st != ENG_OK) return st;
+    if (m->be->weights_fit) { /* a device backend refuses a model that cannot fit before any copy */
+        uint64_t bytes = 0;
+        if ((st = qn_weights_rank_bytes(&m->cfg, m->st, world, &bytes)) != ENG_OK) return st;
+        if ((st = m->be->weights_fit(m->be->ctx, bytes)) != ENG_OK) return eng_err_wrap(st, "%s", m->dir);
+    }
     const qn_dims *d = &m->d;
     loader ld = {.m = m};
     uint64_t total = 0;

@@ -2,19 +2,19 @@
  * tokenizer, template, cache sizing), the thread-safe eng_submit / eng_cancel, statistics and model
  * info. The step loop is engine_step.c; token post-processing engine_out.c (see engine_impl.h).
  *
- * Cache sizing (eng_create):
- *   KV blocks      kv_cache_bytes / block bytes, or enough for max_running * max_model_len tokens
- *                  capped at ENG_CPU_KV_CAP bytes on the CPU; max_model_len is lowered to what the
- *                  pool holds when it came from the model (an explicit one that does not fit is an
- *                  error), so one sequence can always run to its context limit.
- *   state slots    n_state_slots or max_running + 1; prefix-cache snapshots live in host memory
- *                  inside prefix_cache_bytes, not in slots.
- *   The total is checked against physical memory with a detail that names the knobs to turn.
+ * Devices (engine_device.c): eng_config.device picks the CPU or the CUDA backend ("auto": CUDA when
+ * built in and a GPU is present); tensor parallelism makes one backend per rank (GPU r for CUDA
+ * rank r, with NCCL collectives on the backends' streams).
+ *
+ * Cache sizing (eng_create, policy in engine_size.c): KV blocks from kv_cache_bytes, or by default
+ * on the CPU min(max_running x context, 10% of RAM, 4 GiB), on a GPU from the memory the weights
+ * left (the backend's mem_info); state slots n_state_slots or max_running + 1 (a GPU may lower
+ * max_running to what fits); max_model_len is lowered to what the pool holds when it came from the
+ * model. Prefix-cache snapshots live in host memory inside prefix_cache_bytes, not in slots.
  */
 #include "sched/engine_impl.h"
 
-#include "backend/backend.h" /* defines: eng_backend_cpu_create */
-#include "core/threadpool.h" /* defines: eng_cpu_count */
+#include "backend/backend.h" /* defines: eng_backend_destroy */
 #include "sample/rng.h"      /* defines: eng_rng_entropy_seed */
 #include "text/pretok.h"     /* defines: qn_utf8_valid_prefix */
 
@@ -22,7 +22,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#define ENG_CPU_KV_CAP (4ull << 30)           /* default KV budget cap on the CPU */
 #define ENG_DEFAULT_PREFIX_BYTES (1ull << 30) /* prefix cache budget eng_config_init sets */
 #define ENG_MAX_CHOICES 128
 
@@ -125,12 +124,6 @@ static eng_status check_config(const eng_config *c)
 {
     if (!c->model_dir || !c->model_dir[0])
         return eng_err_set(ENG_ERR_INVALID, "engine: model_dir is required");
-    if (c->device && strcmp(c->device, "cpu") && strcmp(c->device, "auto")) {
-        if (!strcmp(c->device, "cuda"))
-            return eng_err_set(ENG_ERR_UNSUPPORTED,
-                               "engine: device \"cuda\": this build runs on the CPU only");
-        return eng_err_set(ENG_ERR_INVALID, "engine: unknown device \"%s\" (cpu, cuda or auto)", c->device);
-    }
     if (c->tp < 0 || c->tp > 64)
         return eng_err_set(ENG_ERR_INVALID, "engine: tp %d is out of range 1..64", c->tp);
     if (c->max_running < 1 || c->max_running > (1 << 20) || c->max_batch_tokens < 1 ||
@@ -146,6 +139,9 @@ static eng_status check_config(const eng_config *c)
     if (c->n_state_slots > 0 && c->n_state_slots < c->max_running)
         return eng_err_set(ENG_ERR_INVALID, "engine: n_state_slots (%d) must be at least max_running (%d)",
                            c->n_state_slots, c->max_running);
+    if (!(c->gpu_memory_fraction >= 0 && c->gpu_memory_fraction <= 1)) /* (0: the backend's default) */
+        return eng_err_set(ENG_ERR_INVALID, "engine: gpu_memory_fraction %g is outside [0, 1]",
+                           c->gpu_memory_fraction);
     return ENG_OK;
 }
 
@@ -169,7 +165,8 @@ static void free_snapshot(void *ctx, uint64_t snapshot)
     eng_free((void *)(uintptr_t)snapshot);
 }
 
-/* Sizes and allocates the KV pool, the state slots, the block pool and the prefix cache. */
+/* Sizes (engine_size.c) and allocates the KV pool, the state slots, the block pool and the prefix
+ * cache. */
 static eng_status size_caches(eng_engine *e)
 {
     const qn_config *mc = qn_model_config(e->m);
@@ -179,55 +176,33 @@ static eng_status size_caches(eng_engine *e)
     e->block_size = c->kv_block_size;
     qn_cache_params pp = {1, 1, e->block_size};
     if ((st = qn_cache_create(e->m, &pp, &probe)) != ENG_OK) return st;
-    size_t block_bytes = qn_cache_block_bytes(probe);
+    const size_t block_bytes = qn_cache_block_bytes(probe);
     e->slot_bytes = qn_cache_slot_bytes(probe);
     qn_cache_destroy(probe);
 
-    bool len_explicit = c->max_model_len > 0;
-    e->max_model_len = len_explicit ? c->max_model_len : mc->max_position_embeddings;
-    e->n_slots = c->n_state_slots > 0 ? c->n_state_slots : c->max_running + 1;
+    eng_cache_plan plan = {
+        .block_bytes = block_bytes,
+        .slot_bytes = e->slot_bytes,
+        .world = qn_model_tp(e->m),
+        .block_size = e->block_size,
+        .n_state_slots = c->n_state_slots,
+        .kv_cache_bytes = c->kv_cache_bytes,
+        .len_explicit = c->max_model_len > 0,
+        .phys_bytes = phys_mem_bytes(),
+        .max_running = c->max_running,
+        .max_model_len = c->max_model_len > 0 ? c->max_model_len : mc->max_position_embeddings,
+    };
+    plan.device = eng_device_room(e, &plan.room);
+    if ((st = eng_cache_plan_make(&plan)) != ENG_OK) return st;
+    if (plan.note[0]) eng_log(ENG_LOG_INFO, "%s", plan.note);
+    if (plan.len_limited)
+        eng_log(ENG_LOG_INFO, "context limited to %d tokens by the KV cache (the model allows %d)",
+                plan.max_model_len, plan.len_limited);
+    c->max_running = plan.max_running;
+    e->max_model_len = plan.max_model_len;
+    e->n_blocks = plan.n_blocks;
+    e->n_slots = plan.n_slots;
 
-    double want_blocks;
-    if (c->kv_cache_bytes > 0) {
-        want_blocks = block_bytes ? (double)(c->kv_cache_bytes / block_bytes) : 1.0;
-    } else {
-        /* every sequence at full length, plus one spare block each (copy-on-write) */
-        want_blocks =
-            (double)c->max_running * (double)(eng_blocks_for_tokens(e->block_size, e->max_model_len) + 1);
-        if (block_bytes && want_blocks * (double)block_bytes > (double)ENG_CPU_KV_CAP)
-            want_blocks = (double)(ENG_CPU_KV_CAP / block_bytes);
-    }
-    if (want_blocks > (double)(1 << 26)) want_blocks = (double)(1 << 26);
-    if (want_blocks < 2) want_blocks = 2;
-    e->n_blocks = (int)want_blocks;
-
-    /* one sequence must always fit (one spare block for a copy-on-write) */
-    long capacity = (long)(e->n_blocks - 1) * e->block_size;
-    if (e->max_model_len > capacity) {
-        if (len_explicit)
-            return eng_err_set(
-                ENG_ERR_INVALID,
-                "engine: the KV cache holds %ld tokens (%d blocks of %d), less than max_model_len %d: "
-                "raise the KV cache size or lower max_model_len",
-                capacity, e->n_blocks, e->block_size, e->max_model_len);
-        eng_log(ENG_LOG_INFO, "context limited to %ld tokens by the KV cache (the model allows %d)", capacity,
-                e->max_model_len);
-        e->max_model_len = (int)capacity;
-    }
-    if (e->max_model_len < 2)
-        return eng_err_set(ENG_ERR_INVALID, "engine: a context of %d tokens is too small", e->max_model_len);
-
-    double total = (double)e->n_blocks * (double)block_bytes + (double)e->n_slots * (double)e->slot_bytes;
-    size_t phys = phys_mem_bytes();
-    if (phys && total > 0.9 * (double)phys) {
-        char a[32], b[32];
-        return eng_err_set(
-            ENG_ERR_NOMEM,
-            "engine: the caches need %s (%d KV blocks of %zu bytes + %d state slots of %zu bytes) but "
-            "the machine has %s: lower max_running, the KV cache size or the state slots",
-            eng_fmt_bytes(total, a, sizeof a), e->n_blocks, block_bytes, e->n_slots, e->slot_bytes,
-            eng_fmt_bytes((double)phys, b, sizeof b));
-    }
     qn_cache_params cp = {e->n_slots, e->n_blocks, e->block_size};
     if ((st = qn_cache_create(e->m, &cp, &e->cache)) != ENG_OK) return st;
     if ((st = eng_block_pool_create(e->n_blocks, e->block_size, &e->pool)) != ENG_OK) return st;
@@ -246,8 +221,8 @@ static eng_status size_caches(eng_engine *e)
     }
     char kb[32], sb[32];
     eng_log(ENG_LOG_INFO,
-            "caches: %d KV blocks of %d tokens (%s), %d state slots (%s), context %d, prefix cache %s",
-            e->n_blocks, e->block_size,
+            "caches on %s: %d KV blocks of %d tokens (%s), %d state slots (%s), context %d, prefix cache %s",
+            eng_device_name(e->device), e->n_blocks, e->block_size,
             eng_fmt_bytes((double)e->n_blocks * (double)block_bytes, kb, sizeof kb), e->n_slots,
             eng_fmt_bytes((double)e->n_slots * (double)e->slot_bytes, sb, sizeof sb), e->max_model_len,
             e->pc ? "on" : "off");
@@ -262,7 +237,10 @@ eng_status eng_create(const eng_config *cfg, eng_engine **out)
     *out = NULL;
     if (!cfg) return eng_err_set(ENG_ERR_INVALID, "engine: config is NULL");
     if ((st = check_config(cfg)) != ENG_OK) return st;
+    eng_device_kind dev;
+    if ((st = eng_device_resolve(cfg->device, &dev)) != ENG_OK) return st;
     if (!(e = eng_calloc(1, sizeof *e))) return eng_err_set(ENG_ERR_NOMEM, "engine: out of memory");
+    e->device = dev;
     e->cfg = *cfg;
     atomic_init(&e->busy, false);
     pthread_mutex_init(&e->stats_mu, NULL);
@@ -276,18 +254,14 @@ eng_status eng_create(const eng_config *cfg, eng_engine **out)
     const char *base = strrchr(e->model_dir, '/');
     if (!(e->model_id = eng_strdup(base && base[1] ? base + 1 : e->model_dir))) goto oom;
     e->cfg.model_dir = e->model_dir;
-    e->cfg.device = "cpu";
+    e->cfg.device = eng_device_name(e->device);
     e->cfg.chat_template = NULL; /* the caller's string may not outlive us; e->tmpl has the result */
     e->cfg.tokenizer = NULL;
 
-    /* tensor parallelism on the CPU: ranks on threads of their own, the cores split between them */
+    /* the backend(s): ranks on threads of their own (CPU: the cores split between them; CUDA: GPU r) */
     e->cfg.tp = cfg->tp > 1 ? cfg->tp : 1;
-    int per_rank = (cfg->n_threads > 0 ? cfg->n_threads : eng_cpu_count()) / e->cfg.tp;
-    if (per_rank < 1) per_rank = 1;
-    eng_cpu_options bo = {e->cfg.tp > 1 ? per_rank : cfg->n_threads, ENG_SIMD_AUTO};
-    if ((st = eng_backend_cpu_create(&bo, &e->be)) != ENG_OK) goto fail;
-    qn_model_params mp = {
-        .max_tokens = cfg->max_batch_tokens, .progress = true, .tp_world = e->cfg.tp, .tp_threads = per_rank};
+    qn_model_params mp = {.max_tokens = cfg->max_batch_tokens, .progress = true};
+    if ((st = eng_device_open(e, &mp)) != ENG_OK) goto fail;
     if ((st = qn_model_load(e->model_dir, e->be, &mp, &e->m)) != ENG_OK) goto fail;
     const qn_config *mc = qn_model_config(e->m);
     e->vocab = qn_model_vocab(e->m);
@@ -317,7 +291,7 @@ eng_status eng_create(const eng_config *cfg, eng_engine **out)
         goto fail;
     if ((st = eng_forced_load(e->tok, e->vocab, &e->forced)) != ENG_OK) goto fail;
 
-    e->max_rows = cfg->max_running + 1;
+    e->max_rows = e->cfg.max_running + 1; /* (size_caches may have lowered max_running) */
     e->block_mark = eng_calloc((size_t)e->n_blocks, sizeof *e->block_mark);
     e->free_slots = eng_malloc((size_t)e->n_slots * sizeof *e->free_slots);
     e->b_tok = eng_malloc((size_t)cfg->max_batch_tokens * sizeof *e->b_tok);
@@ -366,6 +340,7 @@ void eng_destroy(eng_engine *e)
     qn_cache_destroy(e->cache);
     qn_model_destroy(e->m);
     eng_backend_destroy(e->be);
+    eng_device_close(e);
     eng_tokenizer_destroy(e->tok_owned);
     eng_sampler_destroy(e->sampler);
     eng_forced_destroy(e->forced);
@@ -602,7 +577,7 @@ void eng_get_model_info(eng_engine *e, eng_model_info *out)
     out->model_id = e->model_id;
     out->template_kind = eng_template_name(e->tmpl);
     out->dtype = e->dtype;
-    out->device = "cpu";
+    out->device = eng_device_name(e->device);
     out->max_model_len = e->max_model_len;
     out->vocab_size = e->vocab;
     out->tp = e->cfg.tp;

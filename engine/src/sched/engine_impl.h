@@ -5,6 +5,8 @@
  *                    snapshots, sample, fork n > 1 choices, retire (the nano-vllm step loop)
  *   engine_out.c     one accepted token -> detokenizer -> stops -> output parser -> events
  *   engine_forced.c  the QNEXT_TEST_FORCED_OUTPUT test hook (off unless that variable is set)
+ *   engine_device.c  device selection: the CPU or CUDA backend(s), NCCL collectives for GPU ranks
+ *   engine_size.c    how many KV blocks and state slots (a pure policy function)
  *
  * Ownership and threads (docs/architecture.md, Engine): eng_submit / eng_cancel run on any thread
  * and touch only the queue (sched/queue.h) and atomics; everything below `queue` belongs to the
@@ -80,6 +82,65 @@ void eng_forced_destroy(eng_forced *f); /* NULL-safe */
 /* The first rule whose marker occurs in prompt[0, len), or NULL. */
 const eng_forced_rule *eng_forced_match(const eng_forced *f, const char *prompt, size_t len);
 
+/* ==== devices (engine_device.c) ================================================================ */
+
+typedef enum eng_device_kind {
+    ENG_DEVICE_CPU = 0,
+    ENG_DEVICE_CUDA,
+} eng_device_kind;
+
+/* "cpu" or "cuda". */
+const char *eng_device_name(eng_device_kind k);
+
+/* Resolves eng_config.device for this build and machine: NULL or "cpu" -> CPU; "cuda" -> CUDA;
+ * "auto" -> CUDA when the build has the CUDA backend and a GPU is present, else CPU.
+ * ENG_ERR_INVALID for another name; ENG_ERR_UNSUPPORTED for "cuda" on a build without CUDA ("this
+ * build has no CUDA backend") or on a machine without a GPU ("no CUDA device found: use --device
+ * cpu"). Asks the CUDA driver for the device count (cheap; no context is made). */
+eng_status eng_device_resolve(const char *name, eng_device_kind *out);
+
+struct eng_engine;
+/* Creates e->be (rank 0's backend) for e->device and e->cfg (tp, n_threads, gpu_memory_fraction,
+ * batch_invariant) and fills the tensor-parallel fields of *mp: CPU ranks split the threads; CUDA
+ * rank r runs on GPU r (a factory called on the rank's thread), with NCCL collectives bound to
+ * each rank backend's stream (e->comm, owned). ENG_ERR_UNSUPPORTED when tp exceeds the GPUs or the
+ * build has no NCCL; backend errors as they come. */
+eng_status eng_device_open(struct eng_engine *e, qn_model_params *mp);
+/* Frees what eng_device_open made besides e->be (the collectives); after the model and e->be. */
+void eng_device_close(struct eng_engine *e);
+/* Device memory left for caches: the smallest budget - used over the ranks' backends (*room);
+ * false when the backend does not report memory (the CPU: host caches). */
+bool eng_device_room(const struct eng_engine *e, size_t *room);
+
+/* ==== cache sizing (engine_size.c) ============================================================ */
+
+/* Inputs and results of the sizing policy (engine_size.c describes it). */
+typedef struct eng_cache_plan {
+    /* in */
+    size_t block_bytes, slot_bytes; /* one KV block / one state slot, summed over the ranks */
+    int world;                      /* ranks sharing each block and slot equally */
+    int block_size;
+    int n_state_slots;     /* eng_config's (0: default) */
+    size_t kv_cache_bytes; /* eng_config's (0: default) */
+    bool len_explicit;     /* max_model_len was given (else it is the model's) */
+    size_t phys_bytes;     /* host memory (0: unknown) */
+    bool device;           /* caches live in device memory ... */
+    size_t room;           /* ... with this many bytes left per rank (eng_device_room) */
+    /* in and out */
+    int max_running;   /* may be lowered (device: slots that do not fit) */
+    int max_model_len; /* may be lowered to what the pool holds (not when explicit) */
+    /* out */
+    int n_blocks, n_slots;
+    int len_limited; /* the context the model allowed, when max_model_len was lowered; else 0 */
+    char note[256];  /* what was lowered and why ("" if nothing) */
+} eng_cache_plan;
+
+/* Fills n_blocks and n_slots (and lowers max_running / max_model_len where allowed).
+ * ENG_ERR_INVALID: an explicit max_model_len the pool cannot hold, a context under 2 tokens;
+ * ENG_ERR_NOMEM: the caches do not fit the machine (host) or the memory left (device); the detail
+ * names the knobs to turn. */
+eng_status eng_cache_plan_make(eng_cache_plan *p);
+
 /* ==== requests and sequences (step thread) ===================================================== */
 
 typedef struct ereq ereq;
@@ -105,6 +166,7 @@ typedef struct eseq {
     int n_out;                 /* generated tokens (also the RNG position of the next one) */
     int n_reasoning;
     bool content_seen;
+    eng_buf ws_held; /* choices with tools: trailing whitespace of the content, held (engine_out.c) */
     double t_first, t_last;
     /* prefix-cache hint for a WAITING sequence, valid while the cache generation is unchanged */
     uint64_t hint_gen;
@@ -146,7 +208,9 @@ struct eng_engine {
     int32_t eos[QN_MAX_EOS];
     int n_eos;
 
-    /* model and caches (step thread) */
+    /* device, model and caches (step thread) */
+    eng_device_kind device;
+    struct eng_comm_group *comm; /* NCCL collectives of a CUDA tensor-parallel engine (owned), else NULL */
     eng_backend *be;
     qn_model *m;
     qn_cache *cache;

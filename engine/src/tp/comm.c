@@ -131,6 +131,18 @@ eng_status eng_comm_barrier(eng_comm *c)
     return c->world == 1 ? ENG_OK : c->group->ops->barrier(c);
 }
 
+bool eng_comm_async(const eng_comm *c)
+{
+    return c->group->ops->async && c->group->ops->async(c);
+}
+
+eng_status eng_comm_wait(eng_comm *c)
+{
+    if (!c->group->ops->wait) return ENG_OK;
+    if (atomic_load(&c->group->aborted)) return eng_comm_aborted_error(c, "wait");
+    return c->group->ops->wait(c);
+}
+
 int eng_comm_rank(const eng_comm *c)
 {
     return c->rank;

@@ -11,8 +11,14 @@
  * Rules for callers (the model's forward on each rank):
  *   - every rank of a group calls the same collectives, in the same order, with the same sizes
  *     (a mismatch is detected by the CPU implementation and fails the group with ENG_ERR_INTERNAL);
- *   - buffers hold the results when the call returns (the call waits for completion), so on a
- *     device backend synchronise the compute stream before calling;
+ *   - on a synchronous endpoint (every CPU one, and an NCCL one with its own stream) buffers hold
+ *     the results when the call returns (the call waits for completion), so on a device backend
+ *     synchronise the compute stream before calling;
+ *   - on a stream-ordered endpoint (eng_comm_async() true: NCCL bound to the backend's stream with
+ *     eng_comm_nccl_bind_stream) a call only enqueues the collective behind the work already on
+ *     that stream and returns: the result is ready for later work on the same stream (no host
+ *     synchronisation, and a CUDA-graph capture of the stream could include it), not for the
+ *     host. Call eng_comm_wait() where the host needs a result or the end of a step;
  *   - every wait has a deadline (the group's timeout): a rank that stops participating makes the
  *     others return ENG_ERR_TIMEOUT with a detail naming the collective and the missing ranks,
  *     never a hang. After any failure the group is aborted: every later call on any rank fails at
@@ -56,8 +62,19 @@ eng_status eng_comm_all_reduce_sum(eng_comm *c, float *buf, size_t n);
 eng_status eng_comm_all_gather(eng_comm *c, const void *send, void *recv, size_t bytes);
 /* buf: device [bytes]; root's contents are copied to every other rank's buf. */
 eng_status eng_comm_broadcast(eng_comm *c, void *buf, size_t bytes, int root);
-/* Returns when every rank has called it (or fails after the timeout). */
+/* Returns when every rank has called it (or fails after the timeout). On a stream-ordered endpoint
+ * it is enqueued like the other collectives: follow it with eng_comm_wait to wait for the ranks. */
 eng_status eng_comm_barrier(eng_comm *c);
+
+/* Whether calls on this endpoint only enqueue their collective on a device stream (see the rules
+ * above). false for the CPU implementation. */
+bool eng_comm_async(const eng_comm *c);
+/* Waits, with the group's deadline, until everything queued on a stream-ordered endpoint's stream
+ * (the collectives and the device work before them) has completed; ENG_OK at once on a
+ * synchronous endpoint. A rank that never joins a queued collective makes this fail with
+ * ENG_ERR_TIMEOUT (the group is then aborted, as for any collective); an aborted group fails at
+ * once. Not counted as a collective (eng_comm_debug_stop_after ignores it). */
+eng_status eng_comm_wait(eng_comm *c);
 
 int eng_comm_rank(const eng_comm *c);
 int eng_comm_world(const eng_comm *c);

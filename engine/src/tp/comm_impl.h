@@ -17,6 +17,10 @@ typedef struct eng_comm_ops {
     eng_status (*all_gather)(eng_comm *c, const void *send, void *recv, size_t bytes);
     eng_status (*broadcast)(eng_comm *c, void *buf, size_t bytes, int root);
     eng_status (*barrier)(eng_comm *c);
+    /* Optional (NULL: synchronous endpoints). Whether calls of endpoint c only enqueue on a device
+     * stream, and the wait for that stream (tp/comm.h eng_comm_async / eng_comm_wait). */
+    bool (*async)(const eng_comm *c);
+    eng_status (*wait)(eng_comm *c);
     /* Wakes every waiting rank (the generic part has already recorded the reason). */
     void (*abort)(eng_comm_group *g);
     /* Frees impl state (not the eng_comm_group / endpoints, freed by comm.c). */

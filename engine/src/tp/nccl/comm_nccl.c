@@ -1,5 +1,18 @@
 /* tp/nccl/comm_nccl.c - collectives over NCCL (see comm_nccl.h). Host code only (C11); links the
- * CUDA runtime and libnccl. */
+ * CUDA runtime and libnccl.
+ *
+ * Two modes per rank: with its own stream (made here; every call enqueues there and polls it to
+ * completion, so the caller must have synchronised its compute stream first), or bound to the
+ * caller's stream (eng_comm_nccl_bind_stream: the CUDA backend's stream). Bound, a call enqueues the
+ * collective behind the compute work already on that stream and returns; eng_comm_wait polls the
+ * stream where the host needs a result. Either way every host wait polls (cudaStreamQuery,
+ * ncclCommGetAsyncError, the group's abort flag) against the group's deadline, never blocks in the
+ * driver, and a timed-out rank aborts its communicator.
+ * The communicators are non-blocking, so an NCCL call may return ncclInProgress before its work is
+ * on the stream: the call then polls ncclCommGetAsyncError until the enqueue finished (a host wait
+ * for the enqueue, not for the result) so that work queued after it on a bound stream is ordered
+ * behind the collective, and the next NCCL call on the communicator is allowed.
+ */
 #include "tp/nccl/comm_nccl.h"
 #include "tp/comm_impl.h"
 
@@ -12,7 +25,9 @@
 typedef struct nccl_rank {
     int device;
     ncclComm_t comm;     /* NULL until initialised */
-    cudaStream_t stream; /* NULL until created */
+    cudaStream_t own;    /* this rank's own stream (NULL until created) */
+    cudaStream_t stream; /* where collectives go: `own`, or the bound caller's stream (not owned) */
+    bool bound;          /* stream is the caller's (eng_comm_nccl_bind_stream) */
     float *d_scratch;    /* device [1]: the barrier's all-reduce */
     bool aborted;        /* ncclCommAbort was called on comm */
 } nccl_rank;
@@ -87,12 +102,44 @@ static eng_status wait_stream(eng_comm *c, const char *op)
     }
 }
 
-/* Enqueue result check: ncclInProgress is normal for a non-blocking communicator. */
+/* A non-blocking communicator returned ncclInProgress: polls until the operation is on the stream
+ * (ncclCommGetAsyncError leaves ncclInProgress), an error, an abort, or the deadline. */
+static eng_status wait_enqueue(eng_comm *c, const char *op)
+{
+    nccl_rank *r = rk(c);
+    eng_comm_group *g = c->group;
+    const double deadline = now_s() + g->timeout_ms / 1000.0;
+    for (long spins = 0;; spins++) {
+        ncclResult_t ae = ncclInProgress;
+        ncclCommGetAsyncError(r->comm, &ae);
+        if (ae == ncclSuccess) return ENG_OK;
+        if (ae != ncclInProgress) return device_error(c, op, "NCCL", ncclGetErrorString(ae));
+        if (atomic_load(&g->aborted)) {
+            abort_comm(r);
+            return eng_comm_aborted_error(c, op);
+        }
+        if (now_s() > deadline) {
+            eng_comm_group_fail(g, ENG_ERR_TIMEOUT,
+                                "%s #%ld on rank %d (GPU %d) was not enqueued within %.1f s", op, c->n_calls,
+                                c->rank, r->device, g->timeout_ms / 1000.0);
+            abort_comm(r);
+            return eng_err_set(ENG_ERR_TIMEOUT, "collectives (nccl): %s", g->abort_msg);
+        }
+        if (spins > 1000) pause_us(20);
+    }
+}
+
+/* Enqueue result check (ncclInProgress is normal for a non-blocking communicator: wait for the
+ * enqueue), then on an own-stream rank the wait for completion; a bound rank returns at once. */
 static eng_status enqueued(eng_comm *c, const char *op, ncclResult_t res)
 {
     if (res != ncclSuccess && res != ncclInProgress)
         return device_error(c, op, "NCCL", ncclGetErrorString(res));
-    return wait_stream(c, op);
+    if (res == ncclInProgress) {
+        eng_status st = wait_enqueue(c, op);
+        if (st != ENG_OK) return st;
+    }
+    return rk(c)->bound ? ENG_OK : wait_stream(c, op);
 }
 
 static eng_status set_device(eng_comm *c, const char *op)
@@ -134,6 +181,21 @@ static eng_status nccl_barrier(eng_comm *c)
                     ncclAllReduce(r->d_scratch, r->d_scratch, 1, ncclFloat32, ncclSum, r->comm, r->stream));
 }
 
+static bool nccl_async(const eng_comm *c)
+{
+    return rk(c)->bound;
+}
+
+/* eng_comm_wait: a bound rank polls its (the backend's) stream to completion; an own-stream rank
+ * has nothing in flight (every call waited). */
+static eng_status nccl_wait(eng_comm *c)
+{
+    if (!rk(c)->bound) return ENG_OK;
+    eng_status st = set_device(c, "wait");
+    if (st != ENG_OK) return st;
+    return wait_stream(c, "wait");
+}
+
 static void nccl_abort(eng_comm_group *g)
 {
     (void)g; /* each rank aborts its own communicator when it sees the flag (NCCL calls on a
@@ -165,7 +227,7 @@ static void nccl_destroy(eng_comm_group *g)
                     abort_comm(r);
             }
         }
-        if (r->stream) cudaStreamDestroy(r->stream);
+        if (r->own) cudaStreamDestroy(r->own); /* a bound stream belongs to its backend */
         if (r->d_scratch) cudaFree(r->d_scratch);
     }
     eng_free(ng->r);
@@ -179,6 +241,8 @@ static const eng_comm_ops nccl_ops = {
     .all_gather = nccl_all_gather,
     .broadcast = nccl_broadcast,
     .barrier = nccl_barrier,
+    .async = nccl_async,
+    .wait = nccl_wait,
     .abort = nccl_abort,
     .destroy = nccl_destroy,
 };
@@ -186,6 +250,18 @@ static const eng_comm_ops nccl_ops = {
 int eng_comm_nccl_device(const eng_comm *c)
 {
     return c && c->group->ops == &nccl_ops ? rk(c)->device : -1;
+}
+
+eng_status eng_comm_nccl_bind_stream(eng_comm *c, void *stream)
+{
+    if (!c || c->group->ops != &nccl_ops)
+        return eng_err_set(ENG_ERR_INVALID, "collectives: binding a stream needs an NCCL endpoint");
+    nccl_rank *r = rk(c);
+    if (!r->own)
+        return eng_err_set(ENG_ERR_INVALID, "collectives (nccl): rank %d is not initialised", c->rank);
+    r->stream = stream ? (cudaStream_t)stream : r->own;
+    r->bound = stream != NULL;
+    return ENG_OK;
 }
 
 eng_status eng_comm_group_nccl_create(int world, const int *devices, int timeout_ms, eng_comm_group **out)
@@ -219,12 +295,13 @@ eng_status eng_comm_group_nccl_create(int world, const int *devices, int timeout
     for (int i = 0; i < world; i++) {
         nccl_rank *r = &ng->r[i];
         if ((ce = cudaSetDevice(r->device)) != cudaSuccess ||
-            (ce = cudaStreamCreateWithFlags(&r->stream, cudaStreamNonBlocking)) != cudaSuccess ||
+            (ce = cudaStreamCreateWithFlags(&r->own, cudaStreamNonBlocking)) != cudaSuccess ||
             (ce = cudaMalloc((void **)&r->d_scratch, sizeof(float))) != cudaSuccess) {
             st = eng_err_set(ENG_ERR_DEVICE, "collectives (nccl): GPU %d: %s", r->device,
                              cudaGetErrorString(ce));
             goto fail;
         }
+        r->stream = r->own;
     }
     ncclUniqueId id;
     ncclResult_t res = ncclGetUniqueId(&id);
