@@ -295,18 +295,24 @@ static void stream_role(gw_xcode *x, eng_buf *out, size_t i)
     chunk_end(out);
 }
 
-/* Writes the tool-call delta list items for delta `d` (filtered by parallel_tool_calls). Returns
- * the number written. */
-static size_t jw_tool_deltas(gw_xcode *x, eng_buf *out, size_t choice, const Qnext__V1__Delta *d)
+/* Writes the tool-call delta list items for delta `d` (filtered by parallel_tool_calls). OpenAI's
+ * first fragment of a call carries index, id, type and name with arguments "", and the arguments
+ * follow in fragments of their own; the engine sends a call's head and its arguments together, so
+ * `args_pass` false writes every item with a head's arguments left "" and `args_pass` true writes
+ * only those held-back arguments (the next chunk). Returns the number of items written. */
+static size_t jw_tool_deltas(gw_xcode *x, eng_buf *out, size_t choice, const Qnext__V1__Delta *d, bool args_pass)
 {
     size_t n = 0;
     for (size_t k = 0; k < d->n_tool_calls; k++) {
         const Qnext__V1__ToolCallDelta *t = d->tool_calls[k];
         if (!x->req->parallel_tool_calls && t->index > 0) continue;
+        bool head = t->name && t->name[0];
+        const char *args = t->arguments ? t->arguments : "";
+        if (args_pass && (!head || !args[0])) continue;
         if (n++) eng_buf_putc(out, ',');
         sb(out, "{\"index\":");
         gw_jw_int(out, t->index);
-        if (t->name && t->name[0]) {
+        if (head && !args_pass) {
             sb(out, ",\"id\":");
             if (t->id && t->id[0]) {
                 gw_jw_cstr(out, t->id);
@@ -317,16 +323,26 @@ static size_t jw_tool_deltas(gw_xcode *x, eng_buf *out, size_t choice, const Qne
             }
             sb(out, ",\"type\":\"function\",\"function\":{\"name\":");
             gw_jw_cstr(out, t->name);
-            sb(out, ",\"arguments\":");
-            gw_jw_cstr(out, t->arguments ? t->arguments : "");
-            sb(out, "}}");
+            sb(out, ",\"arguments\":\"\"}}");
         } else {
             sb(out, ",\"function\":{\"arguments\":");
-            gw_jw_cstr(out, t->arguments ? t->arguments : "");
+            gw_jw_cstr(out, args);
             sb(out, "}}");
         }
     }
     return n;
+}
+
+/* Whether some call head in `d` came with arguments (written as a chunk of their own). */
+static bool delta_has_head_args(const gw_xcode *x, const Qnext__V1__Delta *d)
+{
+    for (size_t k = 0; k < d->n_tool_calls; k++) {
+        const Qnext__V1__ToolCallDelta *t = d->tool_calls[k];
+        if ((x->req->parallel_tool_calls || t->index == 0) && t->name && t->name[0] && t->arguments &&
+            t->arguments[0])
+            return true;
+    }
+    return false;
 }
 
 static bool delta_has_tools(const gw_xcode *x, const Qnext__V1__Delta *d)
@@ -364,7 +380,7 @@ static void stream_chat_delta(gw_xcode *x, eng_buf *out, size_t i, const Qnext__
     if (has_tools) {
         if (!first) eng_buf_putc(out, ',');
         sb(out, "\"tool_calls\":[");
-        jw_tool_deltas(x, out, i, d);
+        jw_tool_deltas(x, out, i, d, false);
         eng_buf_putc(out, ']');
     }
     sb(out, "},\"logprobs\":");
@@ -380,6 +396,14 @@ static void stream_chat_delta(gw_xcode *x, eng_buf *out, size_t i, const Qnext__
     }
     sb(out, ",\"finish_reason\":null}");
     chunk_end(out);
+    if (has_tools && delta_has_head_args(x, d)) {
+        chunk_begin(x, out);
+        chat_choice_open(out, i);
+        sb(out, "\"tool_calls\":[");
+        jw_tool_deltas(x, out, i, d, true);
+        sb(out, "]},\"logprobs\":null,\"finish_reason\":null}");
+        chunk_end(out);
+    }
 }
 
 static void stream_chat_finish(gw_xcode *x, eng_buf *out, size_t i)

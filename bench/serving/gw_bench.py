@@ -12,6 +12,9 @@ the difference of the two paths' percentiles. Prints a Markdown table for bench/
   # self-contained smoke run: starts tests/e2e/fake_generator.py and build/bin/qnext-gateway
   python bench/serving/gw_bench.py --start-fake
 
+bench/serving/serving_bench.py reuses this file's helpers for the full measurement on the real
+engine: in-process vs gRPC vs gateway on identical requests, interleaved rounds, CPU per token.
+
 Needs the test venv (openai, grpcio, grpcio-tools; scripts/requirements-test.txt) and wrk. The
 client runs in one Python process: on small machines it is the bottleneck for tokens/s, so
 compare the two paths at the same concurrency rather than reading absolute numbers.

@@ -4,6 +4,9 @@ in the suites' own modules (grpc_harness.py for qnext-engine, the gateway's for 
 
 Environment:
   QNEXT_BIN   folder with the built binaries (default: <repo>/build/bin)
+  QNEXT_TEST_FORCED_OUTPUT  the real engine's forced-output test hook; when QNEXT_ENGINE_BIN (the real
+              engine) is set and this is not, it defaults to tests/fixtures/engine/e2e_forced.json,
+              which the forced-output suites (test_*_forced_output.py) need
 """
 import os
 import signal
@@ -15,6 +18,10 @@ import time
 import pytest
 
 REPO = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+FORCED_RULES = os.path.join(REPO, "tests", "fixtures", "engine", "e2e_forced.json")
+
+if os.environ.get("QNEXT_ENGINE_BIN"):  # every engine process started from here inherits it
+    os.environ.setdefault("QNEXT_TEST_FORCED_OUTPUT", FORCED_RULES)
 
 
 def free_port():

@@ -60,8 +60,8 @@ def test_disconnect_during_silent_prefill_http1(fgw, fake):
     assert b"HTTP/1.1 200" in got
     t0 = time.time()
     s.close()
-    fake.wait_stats(lambda st: st["cancelled"] >= before["cancelled"] + 1, timeout=5)
-    assert time.time() - t0 < 3
+    fake.wait_stats(lambda st: st["cancelled"] >= before["cancelled"] + 1, timeout=10)
+    assert time.time() - t0 < 10  # seen within a few heartbeats (the prefill would last 30 s)
 
 
 def test_disconnect_http2(fgw, fake):
@@ -251,14 +251,22 @@ def test_sigterm_drains_in_flight_requests(fake):
     g = start_gateway([fake.target], args=["--shutdown-timeout", "10"])
     with g.http() as h:
         with h.stream("POST", "/v1/chat/completions",
-                      json={"model": FAKE_MODEL, "messages": user("@@fake:slow n=20 delay=0.05"), "stream": True}) as s:
+                      json={"model": FAKE_MODEL, "messages": user("@@fake:slow n=100 delay=0.05"), "stream": True}) as s:
             lines = s.iter_lines()
             next(lines)
             g.proc.signal(signal.SIGTERM)
-            time.sleep(0.2)
-            # new connections are refused while the stream finishes
-            with pytest.raises(httpx.ConnectError):
-                httpx.get(g.url + "/health", timeout=2)
+            # new connections are refused while the stream (5 s) finishes; on a loaded machine the
+            # gateway may take a moment to close its listeners, so poll instead of one fixed sleep
+            t_end = time.time() + 4
+            refused = False
+            while not refused and time.time() < t_end:
+                try:
+                    httpx.get(g.url + "/health", timeout=2)
+                    time.sleep(0.05)
+                except httpx.ConnectError:
+                    refused = True
+            assert refused, "the gateway still accepts connections 4 s after SIGTERM"
+            assert g.proc.alive(), "the gateway must not exit while a stream is in flight"
             rest = "\n".join(lines)
     assert rest.rstrip().endswith("data: [DONE]")
     assert '"finish_reason":"stop"' in rest
@@ -273,8 +281,8 @@ def test_sigterm_with_timeout_cancels(fake):
     read_until(s, b'"content":" the"')
     t0 = time.time()
     g.proc.signal(signal.SIGTERM)
-    assert g.proc.wait(timeout=10) == 0
-    assert time.time() - t0 < 4
+    assert g.proc.wait(timeout=15) == 0
+    assert time.time() - t0 < 10  # the 0.5 s shutdown timeout, not the 20 s stream (slack for a loaded machine)
     tail = read_until(s, b"\n\n\x00never", timeout=5)  # to EOF
     assert b'"error"' in tail and b"[DONE]" not in tail  # the client learns the stream was cut
     s.close()
