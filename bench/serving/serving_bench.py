@@ -162,8 +162,9 @@ async def run_gateway(client, model, c, prompt_len, gen_len, seed, vocab):
                 if ch.get("usage"):
                     usage[0] += ch["usage"]["completion_tokens"]
                 if ch["choices"] and ch["choices"][0]["finish_reason"] is None:
-                    # one chunk per engine message (its text may be "" for a partial character);
-                    # at these rates every message holds one token (reported: chunks vs tokens)
+                    # one chunk per engine message with text: a token ending in an incomplete UTF-8
+                    # sequence gets no chunk (its bytes go out with the next), so that interval
+                    # counts once for two tokens (reported: chunks vs tokens; see RESULTS.md)
                     rec.got(i, 1, time.perf_counter())
 
     t0 = time.perf_counter()
