@@ -100,6 +100,22 @@ typedef struct qn_op_limits {
     int attn_head_dim, attn_group; /* head_dim and query heads per KV head (0 if no attention) */
 } qn_op_limits;
 
+/* Raises every limit of *acc to at least req's (a backend's reserve keeps the largest of all calls). */
+static inline void qn_op_limits_max(qn_op_limits *acc, const qn_op_limits *req)
+{
+#define QN_LIM_MAX_(f) acc->f = acc->f > req->f ? acc->f : req->f
+    QN_LIM_MAX_(max_tokens);
+    QN_LIM_MAX_(hidden);
+    QN_LIM_MAX_(n_experts);
+    QN_LIM_MAX_(top_k);
+    QN_LIM_MAX_(moe_inter);
+    QN_LIM_MAX_(gdn_dk);
+    QN_LIM_MAX_(gdn_dv);
+    QN_LIM_MAX_(attn_head_dim);
+    QN_LIM_MAX_(attn_group);
+#undef QN_LIM_MAX_
+}
+
 /* Shapes of one GDN layer (local to a rank). */
 typedef struct qn_gdn_dims {
     int n_k_heads, n_v_heads, dk, dv; /* v head h uses k head h / (n_v_heads / n_k_heads) */

@@ -367,15 +367,7 @@ static eng_status cpu_reserve(void *ctx, const qn_op_limits *req)
 {
     cpu_ctx *c = ctx;
     qn_op_limits lim = c->lim;
-    lim.max_tokens = imax(lim.max_tokens, req->max_tokens);
-    lim.hidden = imax(lim.hidden, req->hidden);
-    lim.n_experts = imax(lim.n_experts, req->n_experts);
-    lim.top_k = imax(lim.top_k, req->top_k);
-    lim.moe_inter = imax(lim.moe_inter, req->moe_inter);
-    lim.gdn_dk = imax(lim.gdn_dk, req->gdn_dk);
-    lim.gdn_dv = imax(lim.gdn_dv, req->gdn_dv);
-    lim.attn_head_dim = imax(lim.attn_head_dim, req->attn_head_dim);
-    lim.attn_group = imax(lim.attn_group, req->attn_group);
+    qn_op_limits_max(&lim, req);
     if (!memcmp(&lim, &c->lim, sizeof lim) && c->scratch) return ENG_OK;
     /* allocate the new set first: on failure the old one (in use by loaded models) stays */
     cpu_ctx old = *c;

@@ -594,25 +594,12 @@ static eng_status op_weights_fit(void *ctx, uint64_t weight_bytes)
 
 /* ==== reserve ================================================================================= */
 
-static int imax(int a, int b)
-{
-    return a > b ? a : b;
-}
-
 static eng_status op_reserve(void *ctx, const qn_op_limits *req)
 {
     cu_ctx *c = ctx;
     cu_enter(c);
     qn_op_limits l = c->lim;
-    l.max_tokens = imax(l.max_tokens, req->max_tokens);
-    l.hidden = imax(l.hidden, req->hidden);
-    l.n_experts = imax(l.n_experts, req->n_experts);
-    l.top_k = imax(l.top_k, req->top_k);
-    l.moe_inter = imax(l.moe_inter, req->moe_inter);
-    l.gdn_dk = imax(l.gdn_dk, req->gdn_dk);
-    l.gdn_dv = imax(l.gdn_dv, req->gdn_dv);
-    l.attn_head_dim = imax(l.attn_head_dim, req->attn_head_dim);
-    l.attn_group = imax(l.attn_group, req->attn_group);
+    qn_op_limits_max(&l, req);
     if (l.gdn_dk > CU_GDN_DMAX || l.gdn_dv > CU_GDN_DMAX)
         return eng_err_set(ENG_ERR_UNSUPPORTED, "cuda backend: GDN head dims %d x %d exceed %d", l.gdn_dk, l.gdn_dv,
                            CU_GDN_DMAX);
